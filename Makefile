@@ -1,0 +1,58 @@
+# tabfm: the one entry point. `make demo` and `make test` set everything up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+DEPS_STAMP := $(VENV)/.tabfm-deps
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: all build demo test test-rust test-python bench lint format clean
+
+all: test
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+
+# Dependencies (torch is a few GB: installed once, kept in .venv). Re-run when pyproject changes.
+$(DEPS_STAMP): pyproject.toml | $(VPY)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet "maturin>=1.9.4,<2"
+	$(VPY) -m pip install --quiet -e ".[torch,dev,bench]"
+	touch $@
+
+# Release build of the extension into the virtual environment (incremental).
+build: $(DEPS_STAMP)
+	$(VPY) -m maturin develop --release --quiet
+
+demo: build
+	$(VPY) -m tabfm.prior.demo
+
+test-rust:
+	cargo test --workspace --release
+
+test-python: build
+	$(VPY) -m pytest -q
+
+test: build test-rust test-python
+
+# Benchmarks against the peer (TabICL 2.2.0), results in bench-results/.
+bench: build
+	mkdir -p bench-results
+	$(VPY) -m pytest benches --benchmark-only --benchmark-json=bench-results/prior.json \
+		--benchmark-columns=min,median,max,rounds -p no:randomly -q
+	$(VPY) benches/report.py bench-results/prior.json
+
+lint: $(DEPS_STAMP)
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	$(VPY) -m ruff check python tests benches
+	$(VPY) -m ruff format --check python tests benches
+
+format: $(DEPS_STAMP)
+	cargo fmt --all
+	$(VPY) -m ruff check --fix python tests benches
+	$(VPY) -m ruff format python tests benches
+
+clean:
+	rm -rf target dist bench-results python/tabfm/*.so

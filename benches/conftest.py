@@ -1,0 +1,76 @@
+"""Shared helpers of the prior benchmarks (run with ``make bench``; not part of CI).
+
+``pytest benches --benchmark-only --benchmark-json=FILE`` measures; ``benches/report.py FILE``
+prints the comparison table. ``pytest benches --benchmark-disable`` runs every benchmark body once
+(a quick smoke check of the benchmark code itself).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections.abc import Callable
+
+import pytest
+
+
+class BatchLog:
+    """Accumulates the per-batch counts of the batches a benchmark drew."""
+
+    def __init__(self) -> None:
+        self.datasets: list[int] = []
+        self.d_sum: list[int] = []
+        self.cells: list[int] = []
+
+    def add(self, batch: tuple) -> tuple:
+        _, _, d, seq_lens, _ = batch[:5]
+        self.datasets.append(int(d.shape[0]))
+        self.d_sum.append(int(d.sum()))
+        self.cells.append(int((d * seq_lens).sum()))  # generated cells: sum of seq_len * d
+        return batch
+
+    @property
+    def mean_d(self) -> float | None:
+        return sum(self.d_sum) / sum(self.datasets) if self.datasets else None
+
+
+@pytest.fixture
+def batch_log() -> BatchLog:
+    return BatchLog()
+
+
+def median_seconds(benchmark) -> float | None:
+    """Median round time of a finished pedantic benchmark (None when benchmarks are disabled)."""
+    stats = getattr(benchmark, "stats", None)
+    if stats is None:
+        return None
+    return float(stats.stats.median)
+
+
+@pytest.fixture
+def record_throughput(benchmark) -> Callable[..., None]:
+    """``record(impl, prior, threads, log)``: fills ``benchmark.extra_info`` after a run."""
+    load_before = os.getloadavg()[0]
+
+    def record(impl: str, prior: str, threads: int, log: BatchLog) -> None:
+        med = median_seconds(benchmark)
+        per_call = statistics.mean(log.datasets) if log.datasets else None
+        cells_per_call = statistics.mean(log.cells) if log.cells else None
+        benchmark.extra_info.update(
+            {
+                "impl": impl,
+                "prior": prior,
+                "threads": threads,
+                "datasets_per_call": per_call,
+                "batches_drawn": len(log.datasets),
+                "median_s": med,
+                "datasets_per_s": per_call / med if med and per_call else None,
+                "mean_d": log.mean_d,
+                "cells_per_s": cells_per_call / med if med and cells_per_call else None,
+                "loadavg_1min_before": load_before,
+                "loadavg_1min_after": os.getloadavg()[0],
+                "cpu_count": os.cpu_count(),
+            }
+        )
+
+    return record

@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""Markdown tables from a ``pytest benches --benchmark-json=FILE`` run.
+
+Usage: ``python benches/report.py bench-results/prior.json``
+
+Entries are matched by ``extra_info`` (impl, prior, threads), not by test name. Datasets per
+second are ``datasets_per_call / median round time``. Speed-up targets: tabfm on one thread vs
+TabICL 2.2.0 on one thread >= 100x for ``mlp_scm`` and ``mix_scm``, >= 30x for ``tree_scm``;
+tabfm on two threads vs one thread >= 1.8x.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+PRIORS = ("mlp_scm", "tree_scm", "mix_scm")
+TARGETS = {"mlp_scm": 100.0, "tree_scm": 30.0, "mix_scm": 100.0}
+SCALING_TARGET = 1.8
+
+
+def _rate(bench: dict[str, Any]) -> float | None:
+    info, stats = bench.get("extra_info", {}), bench.get("stats") or {}
+    per_call, median = info.get("datasets_per_call"), stats.get("median")
+    if per_call and median:
+        return per_call / median
+    return info.get("datasets_per_s")
+
+
+def _fmt(v: float | None, spec: str = ".1f", suffix: str = "") -> str:
+    return "n/a" if v is None else f"{v:{spec}}{suffix}"
+
+
+def _verdict(value: float | None, target: float) -> str:
+    if value is None:
+        return ""
+    return " (met)" if value >= target else " (missed)"
+
+
+def throughput_entries(data: dict[str, Any]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    out = {}
+    for b in data.get("benchmarks", []):
+        info = b.get("extra_info", {})
+        if {"impl", "prior", "threads", "datasets_per_call"} <= info.keys():
+            out[(info["impl"], info["prior"], int(info["threads"]))] = b
+    return out
+
+
+def main_table(data: dict[str, Any]) -> str:
+    entries = throughput_entries(data)
+    lines = [
+        "| prior | TabICL ds/s | tabfm 1T ds/s | ratio | target | tabfm 2T ds/s | 2T/1T |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for prior in PRIORS:
+        tabicl = entries.get(("tabicl", prior, 1))
+        one = entries.get(("tabfm", prior, 1))
+        two = entries.get(("tabfm", prior, 2))
+        r_tabicl = _rate(tabicl) if tabicl else None
+        r_one = _rate(one) if one else None
+        r_two = _rate(two) if two else None
+        ratio = r_one / r_tabicl if r_one and r_tabicl else None
+        scaling = r_two / r_one if r_two and r_one else None
+        lines.append(
+            f"| {prior} | {_fmt(r_tabicl, '.2f')} | {_fmt(r_one)} | "
+            f"{_fmt(ratio, '.0f', 'x')}{_verdict(ratio, TARGETS[prior])} | >= {TARGETS[prior]:.0f}x | "
+            f"{_fmt(r_two)} | {_fmt(scaling, '.2f', 'x')}{_verdict(scaling, SCALING_TARGET)} |"
+        )
+    lines.append("")
+    lines.append(f"Target for 2T/1T: >= {SCALING_TARGET}x.")
+    return "\n".join(lines)
+
+
+def detail_table(data: dict[str, Any]) -> str:
+    entries = throughput_entries(data)
+    lines = [
+        "| impl | prior | threads | rounds | median s / batch | ds/s | M cells/s | mean d | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (impl, prior, threads), b in sorted(entries.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
+        info, stats = b["extra_info"], b.get("stats") or {}
+        rate = _rate(b)
+        cells = None
+        if info.get("cells_per_s") is not None:
+            cells = info["cells_per_s"] / 1e6
+        load = f"{info.get('loadavg_1min_before', 0):.1f} -> {info.get('loadavg_1min_after', 0):.1f}"
+        lines.append(
+            f"| {impl} | {prior} | {threads} | {stats.get('rounds', 'n/a')} | {_fmt(stats.get('median'), '.3f')} | "
+            f"{_fmt(rate, '.2f')} | {_fmt(cells, '.2f')} | {_fmt(info.get('mean_d'), '.1f')} | {load} |"
+        )
+    return "\n".join(lines)
+
+
+def memory_line(data: dict[str, Any]) -> str:
+    for b in data.get("benchmarks", []):
+        info = b.get("extra_info", {})
+        if "peak_rss_mb" in info:
+            return (
+                f"Peak RSS drawing {info['batches']} batches of {info['batch_size']} "
+                f"({info['prior']}, {info['threads']} threads, fresh process): "
+                f"{info['peak_rss_mb']:.0f} MiB (after import {info['import_rss_mb']:.0f} MiB, "
+                f"X {info['x_per_batch_mb']:.0f} MiB per batch; limit 1 GB)."
+            )
+    return "Peak RSS: not measured."
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    with open(argv[1]) as f:
+        data = json.load(f)
+    machine = data.get("machine_info", {})
+    cpu = machine.get("cpu", {}).get("brand_raw") or machine.get("processor") or "unknown CPU"
+    print(f"Prior throughput, B=64, 1024 rows, <= 100 features ({cpu}, {data.get('datetime', '')})")
+    print()
+    print(main_table(data))
+    print()
+    print(detail_table(data))
+    print()
+    print(memory_line(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

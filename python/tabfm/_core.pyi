@@ -1,0 +1,34 @@
+"""Type stubs for the Rust extension ``tabfm._core`` (hand-written)."""
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+class PriorEngine:
+    """A validated prior configuration (JSON) that generates batches by index."""
+
+    def __init__(self, config_json: str) -> None: ...
+    @property
+    def config_json(self) -> str: ...
+    def generate(
+        self, index: int, n_jobs: int = 1, with_meta: bool = False
+    ) -> tuple[
+        npt.NDArray[np.float32],
+        npt.NDArray[np.float32],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.int64],
+        list[dict[str, Any]] | None,
+    ]: ...
+    def __reduce__(self) -> tuple[Any, tuple[str]]: ...
+
+def philox4x64_10(ctr: tuple[int, int, int, int], key: tuple[int, int]) -> tuple[int, int, int, int]: ...
+def random_stream(seed: int, stream: int, n: int, kind: str) -> npt.NDArray[Any]: ...
+def available_threads() -> int: ...
+def _tree_fit_predict(
+    x: npt.NDArray[np.float32], y: npt.NDArray[np.float32], max_depth: int, n_estimators: int
+) -> npt.NDArray[np.float32]: ...
+def _debug_panic(in_pool: bool) -> None: ...

@@ -1,0 +1,510 @@
+//! The activation zoo of the MLP SCM.
+//!
+//! Every activation is applied as TabICL's scaled wrapper: standardise each column (mean,
+//! unbiased std + 1e-6, statistics of this forward pass), multiply `(z + b)` by a random
+//! scale `exp(2 N(0,1))` with `b ~ N(0,1)`, then apply the base function. For the random
+//! Fourier activation the wrapper's affine map is undone by its own standardisation, so
+//! it sees the standardised column directly.
+
+use crate::rng::Rng;
+
+/// Names of the base activations.
+pub const BASE_ACTIVATIONS: [&str; 19] = [
+    "tanh",
+    "leaky_relu",
+    "elu",
+    "identity",
+    "selu",
+    "silu",
+    "relu",
+    "softplus",
+    "relu6",
+    "hardtanh",
+    "sign",
+    "rbf",
+    "exp",
+    "sqrt_abs",
+    "unit_interval_indicator",
+    "sine",
+    "square",
+    "abs",
+    "random_function",
+];
+
+/// An entry that picks uniformly among the 28 wrapped activations at construction
+/// (the 18 simple ones plus ten copies of the random Fourier function).
+pub const RANDOM_CHOICE: &str = "random_choice";
+
+/// The random Fourier activation's number of frequencies.
+pub const N_FREQUENCIES: usize = 256;
+
+/// Absolute error bound of the tabulated Fourier activation against the exact sum.
+pub const FOURIER_TOL: f64 = 1e-5;
+
+/// Per-layer activation sampler: one group-level set of weights over names.
+#[derive(Clone, Debug)]
+pub struct ActivationSampler {
+    pub names: Vec<String>,
+    pub weights: Vec<f64>,
+}
+
+impl ActivationSampler {
+    pub fn new(names: Vec<String>, weights: Vec<f64>) -> Self {
+        ActivationSampler { names, weights }
+    }
+
+    /// Draws one layer's activation.
+    pub fn draw(&self, rng: &mut Rng) -> Activation {
+        let name = &self.names[rng.categorical(&self.weights)];
+        let name = if name == RANDOM_CHOICE {
+            // 18 simple + 10 random-function entries, uniformly.
+            let i = rng.below(28) as usize;
+            BASE_ACTIVATIONS[i.min(18)]
+        } else {
+            name.as_str()
+        };
+        Activation::new(name, rng)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Simple {
+    Tanh,
+    LeakyRelu,
+    Elu,
+    Identity,
+    Selu,
+    Silu,
+    Relu,
+    Softplus,
+    Relu6,
+    Hardtanh,
+    Sign,
+    Rbf,
+    Exp,
+    SqrtAbs,
+    UnitInterval,
+    Sine,
+    Square,
+    Abs,
+}
+
+impl Simple {
+    fn from_name(name: &str) -> Option<Simple> {
+        Some(match name {
+            "tanh" => Simple::Tanh,
+            "leaky_relu" => Simple::LeakyRelu,
+            "elu" => Simple::Elu,
+            "identity" => Simple::Identity,
+            "selu" => Simple::Selu,
+            "silu" => Simple::Silu,
+            "relu" => Simple::Relu,
+            "softplus" => Simple::Softplus,
+            "relu6" => Simple::Relu6,
+            "hardtanh" => Simple::Hardtanh,
+            "sign" => Simple::Sign,
+            "rbf" => Simple::Rbf,
+            "exp" => Simple::Exp,
+            "sqrt_abs" => Simple::SqrtAbs,
+            "unit_interval_indicator" => Simple::UnitInterval,
+            "sine" => Simple::Sine,
+            "square" => Simple::Square,
+            "abs" => Simple::Abs,
+            _ => return None,
+        })
+    }
+
+    #[inline(always)]
+    fn eval(self, x: f32) -> f32 {
+        match self {
+            Simple::Tanh => x.tanh(),
+            Simple::LeakyRelu => {
+                if x >= 0.0 {
+                    x
+                } else {
+                    0.01 * x
+                }
+            }
+            Simple::Elu => {
+                if x > 0.0 {
+                    x
+                } else {
+                    x.exp_m1()
+                }
+            }
+            Simple::Identity => x,
+            Simple::Selu => {
+                const SCALE: f32 = 1.050_701;
+                const ALPHA: f32 = 1.673_263_2;
+                if x > 0.0 { SCALE * x } else { SCALE * ALPHA * x.exp_m1() }
+            }
+            Simple::Silu => x / (1.0 + (-x).exp()),
+            Simple::Relu => x.max(0.0),
+            Simple::Softplus => {
+                if x > 20.0 {
+                    x
+                } else {
+                    x.exp().ln_1p()
+                }
+            }
+            Simple::Relu6 => x.clamp(0.0, 6.0),
+            Simple::Hardtanh => x.clamp(-1.0, 1.0),
+            Simple::Sign => {
+                if x >= 0.0 {
+                    1.0
+                } else {
+                    -1.0
+                }
+            }
+            Simple::Rbf => (-(x * x)).exp(),
+            Simple::Exp => x.exp(),
+            Simple::SqrtAbs => x.abs().sqrt(),
+            Simple::UnitInterval => f32::from(u8::from(x.abs() <= 1.0)),
+            Simple::Sine => x.sin(),
+            Simple::Square => x * x,
+            Simple::Abs => x.abs(),
+        }
+    }
+
+    /// `x[r, c] = f(a[c] * x[r, c] + b[c])` over a row-major matrix; matching once here
+    /// gives each function its own tight loop.
+    fn map_affine(self, x: &mut [f32], a: &[f32], b: &[f32]) {
+        macro_rules! each {
+            ($($variant:ident),*) => {
+                match self {
+                    $(Simple::$variant => affine_loop(x, a, b, |v| Simple::$variant.eval(v)),)*
+                }
+            };
+        }
+        each!(Tanh, LeakyRelu, Elu, Identity, Selu, Silu, Relu, Softplus, Relu6, Hardtanh, Sign, Rbf, Exp, SqrtAbs, UnitInterval, Sine, Square, Abs)
+    }
+}
+
+#[inline(always)]
+fn affine_loop(x: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32) -> f32) {
+    let cols = a.len();
+    for row in x.chunks_exact_mut(cols) {
+        for ((v, a), b) in row.iter_mut().zip(a).zip(b) {
+            *v = f(a * *v + b);
+        }
+    }
+}
+
+/// A random function `g(z) = sum_k a_k sin(f_k z + phi_k)`.
+#[derive(Clone, Debug)]
+pub struct Fourier {
+    pub freqs: Vec<f64>,
+    pub phases: Vec<f64>,
+    pub amps: Vec<f64>,
+}
+
+impl Fourier {
+    pub fn sample(rng: &mut Rng) -> Fourier {
+        let n = N_FREQUENCIES;
+        // Frequencies are float32 in the reference; keep that grid.
+        let freqs: Vec<f64> = (0..n).map(|_| f64::from((n as f64 * rng.uniform_open()) as f32)).collect();
+        let phases: Vec<f64> = (0..n).map(|_| 2.0 * std::f64::consts::PI * rng.uniform()).collect();
+        let decay = -rng.range(0.7f64.ln(), 3.0f64.ln()).exp();
+        let mut c: Vec<f64> = freqs.iter().map(|f| f.powf(decay)).collect();
+        let norm = c.iter().map(|v| v * v).sum::<f64>().sqrt();
+        for v in &mut c {
+            *v /= norm;
+        }
+        let amps = c.iter().map(|v| v * rng.normal()).collect();
+        Fourier { freqs, phases, amps }
+    }
+
+    /// The exact sum at one point (reference for tests and the small-input path).
+    pub fn exact(&self, z: f64) -> f64 {
+        let mut s = 0.0;
+        for k in 0..self.freqs.len() {
+            s += self.amps[k] * (self.freqs[k] * z + self.phases[k]).sin();
+        }
+        s
+    }
+
+    /// Grid step for which cubic Hermite interpolation stays within `tol`:
+    /// |g - p| <= h^4 / 384 * max|g''''| and max|g''''| <= sum_k |a_k| f_k^4.
+    pub fn step_for(&self, tol: f64) -> f64 {
+        let m4: f64 = self.amps.iter().zip(&self.freqs).map(|(a, f)| a.abs() * f.powi(4)).sum();
+        if m4 <= 0.0 { f64::INFINITY } else { (384.0 * tol / m4).powf(0.25) }
+    }
+
+    /// Evaluates `g` on every value of `z` (in place).
+    pub fn apply(&self, z: &mut [f32]) {
+        if z.is_empty() {
+            return;
+        }
+        let (lo, hi) = z.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+        if !(lo.is_finite() && hi.is_finite()) {
+            for v in z.iter_mut() {
+                *v = if v.is_finite() { self.exact(f64::from(*v)) as f32 } else { f32::NAN };
+            }
+            return;
+        }
+        let (lo, hi) = (f64::from(lo), f64::from(hi));
+        let h = self.step_for(FOURIER_TOL);
+        let nodes = (((hi - lo) / h).ceil() as usize).max(1) + 1;
+        if nodes >= 8 * z.len() {
+            // A node costs about an eighth of an exact evaluation (a phasor rotation per
+            // term instead of a sine): past this size the table would cost more.
+            for v in z.iter_mut() {
+                *v = self.exact(f64::from(*v)) as f32;
+            }
+            return;
+        }
+        let h = if nodes > 1 { (hi - lo) / (nodes - 1) as f64 } else { 1.0 };
+        let (g, dg) = self.table(lo, h, nodes);
+        // Cubic Hermite on each interval as Horner coefficients in t in [0, 1]: one
+        // 32-byte record per interval, so an evaluation touches one cache line.
+        let poly: Vec<[f64; 4]> = (0..nodes - 1)
+            .map(|j| {
+                let (g0, g1, d0, d1) = (g[j], g[j + 1], h * dg[j], h * dg[j + 1]);
+                [g0, d0, 3.0 * (g1 - g0) - 2.0 * d0 - d1, 2.0 * (g0 - g1) + d0 + d1]
+            })
+            .collect();
+        let inv_h = 1.0 / h;
+        let last = nodes - 2;
+        for v in z.iter_mut() {
+            let u = (f64::from(*v) - lo) * inv_h;
+            let j = (u as usize).min(last); // u >= 0: truncation is floor
+            let t = u - j as f64;
+            let c = &poly[j];
+            *v = (c[0] + t * (c[1] + t * (c[2] + t * c[3]))) as f32;
+        }
+    }
+
+    /// Values and derivatives on the grid `lo + j h`, by rotating each term's phasor
+    /// (no trigonometric call per node). The rotation is re-anchored with exact sin/cos
+    /// every 1024 nodes; between anchors the drift is ~1e-13, far below `FOURIER_TOL`.
+    fn table(&self, lo: f64, h: f64, nodes: usize) -> (Vec<f64>, Vec<f64>) {
+        let n = self.freqs.len().div_ceil(LANES) * LANES;
+        let pad = |v: &[f64]| {
+            let mut out = v.to_vec();
+            out.resize(n, 0.0);
+            out
+        };
+        let freqs = pad(&self.freqs);
+        let phases = pad(&self.phases);
+        let amps = pad(&self.amps);
+        let af: Vec<f64> = amps.iter().zip(&freqs).map(|(a, f)| a * f).collect();
+        let (mut cr, mut sr) = (vec![0.0; n], vec![0.0; n]);
+        for k in 0..n {
+            let (sk, ck) = (freqs[k] * h).sin_cos();
+            sr[k] = sk;
+            cr[k] = ck;
+        }
+        let (mut c, mut s) = (vec![0.0; n], vec![0.0; n]);
+        let mut g = vec![0.0; nodes];
+        let mut dg = vec![0.0; nodes];
+        let mut j = 0;
+        while j < nodes {
+            let z = lo + j as f64 * h;
+            for k in 0..n {
+                let (sk, ck) = (freqs[k] * z + phases[k]).sin_cos();
+                s[k] = sk;
+                c[k] = ck;
+            }
+            let end = (j + 1024).min(nodes);
+            rotate_accumulate(&mut c, &mut s, &cr, &sr, &amps, &af, &mut g[j..end], &mut dg[j..end]);
+            j = end;
+        }
+        (g, dg)
+    }
+}
+
+const LANES: usize = 8;
+
+/// For each output node: record `sum a_k sin`, `sum a_k f_k cos` of the current phasors, then
+/// rotate them one grid step. Dispatches to an AVX2+FMA build of the same loop when the CPU
+/// has it (the lanes of independent accumulators let it vectorise).
+fn rotate_accumulate(c: &mut [f64], s: &mut [f64], cr: &[f64], sr: &[f64], amps: &[f64], af: &[f64], g: &mut [f64], dg: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            unsafe { rotate_accumulate_avx2(c, s, cr, sr, amps, af, g, dg) };
+            return;
+        }
+    }
+    rotate_accumulate_generic(c, s, cr, sr, amps, af, g, dg);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn rotate_accumulate_avx2(c: &mut [f64], s: &mut [f64], cr: &[f64], sr: &[f64], amps: &[f64], af: &[f64], g: &mut [f64], dg: &mut [f64]) {
+    rotate_accumulate_generic(c, s, cr, sr, amps, af, g, dg);
+}
+
+#[inline(always)]
+fn rotate_accumulate_generic(c: &mut [f64], s: &mut [f64], cr: &[f64], sr: &[f64], amps: &[f64], af: &[f64], g: &mut [f64], dg: &mut [f64]) {
+    for (gj, dj) in g.iter_mut().zip(dg.iter_mut()) {
+        let mut gacc = [0.0f64; LANES];
+        let mut dacc = [0.0f64; LANES];
+        for ((cc, ss), ((rc, rs), (a, b))) in c
+            .chunks_exact_mut(LANES)
+            .zip(s.chunks_exact_mut(LANES))
+            .zip(cr.chunks_exact(LANES).zip(sr.chunks_exact(LANES)).zip(amps.chunks_exact(LANES).zip(af.chunks_exact(LANES))))
+        {
+            for l in 0..LANES {
+                let (ck, sk) = (cc[l], ss[l]);
+                gacc[l] += a[l] * sk;
+                dacc[l] += b[l] * ck;
+                cc[l] = ck * rc[l] - sk * rs[l];
+                ss[l] = sk * rc[l] + ck * rs[l];
+            }
+        }
+        *gj = gacc.iter().sum();
+        *dj = dacc.iter().sum();
+    }
+}
+
+/// One layer's activation, with its wrapper parameters drawn at construction.
+#[derive(Clone, Debug)]
+pub enum Activation {
+    Simple { f: Simple, scale: f32, bias: f32 },
+    Fourier(Box<Fourier>),
+}
+
+impl Activation {
+    pub fn new(name: &str, rng: &mut Rng) -> Activation {
+        if let Some(f) = Simple::from_name(name) {
+            let scale = (2.0 * rng.normal()).exp() as f32;
+            let bias = rng.normal() as f32;
+            Activation::Simple { f, scale, bias }
+        } else {
+            Activation::Fourier(Box::new(Fourier::sample(rng)))
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Activation::Fourier(_) => "random_function",
+            Activation::Simple { f, .. } => BASE_ACTIVATIONS[*f as usize],
+        }
+    }
+
+    /// Applies the wrapped activation to an (rows x cols) row-major matrix in place:
+    /// standardisation and the random affine map are folded into one pass.
+    pub fn apply(&self, x: &mut [f32], rows: usize, cols: usize) {
+        if rows == 0 || cols == 0 {
+            return;
+        }
+        let (mean, inv) = column_stats(x, rows, cols);
+        match self {
+            Activation::Simple { f, scale, bias } => {
+                let a: Vec<f32> = inv.iter().map(|i| scale * i).collect();
+                let b: Vec<f32> = mean.iter().zip(&inv).map(|(m, i)| scale * (bias - m * i)).collect();
+                f.map_affine(x, &a, &b);
+            }
+            Activation::Fourier(g) => {
+                let b: Vec<f32> = mean.iter().zip(&inv).map(|(m, i)| -m * i).collect();
+                affine_loop(x, &inv, &b, |v| v);
+                g.apply(x);
+            }
+        }
+    }
+}
+
+/// Per-column mean and `1 / (std + 1e-6)` with the unbiased std.
+fn column_stats(x: &[f32], rows: usize, cols: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut mean = vec![0.0f64; cols];
+    for row in x.chunks_exact(cols) {
+        for (m, &v) in mean.iter_mut().zip(row) {
+            *m += f64::from(v);
+        }
+    }
+    for m in &mut mean {
+        *m /= rows as f64;
+    }
+    let mut var = vec![0.0f64; cols];
+    for row in x.chunks_exact(cols) {
+        for ((s, &m), &v) in var.iter_mut().zip(&mean).zip(row) {
+            let d = f64::from(v) - m;
+            *s += d * d;
+        }
+    }
+    let denom = if rows > 1 { (rows - 1) as f64 } else { 1.0 };
+    let inv = var.iter().map(|s| (1.0 / ((s / denom).sqrt() + 1e-6)) as f32).collect();
+    (mean.iter().map(|&m| m as f32).collect(), inv)
+}
+
+/// Per-column `(x - mean) / (std + 1e-6)` with the unbiased std, as the reference wrapper.
+pub fn standardize_columns(x: &mut [f32], rows: usize, cols: usize) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    let (mean, inv) = column_stats(x, rows, cols);
+    let b: Vec<f32> = mean.iter().zip(&inv).map(|(m, i)| -m * i).collect();
+    affine_loop(x, &inv, &b, |v| v);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::{Key, domain};
+
+    #[test]
+    fn fourier_table_is_within_its_bound() {
+        // Many random functions on standardised inputs with light and heavy tails.
+        let mut worst = 0.0f64;
+        for case in 0..60u64 {
+            let mut rng = Key::new(11, [domain::TEST, 100, case, 0]).rng();
+            let g = Fourier::sample(&mut rng);
+            let n = 4096;
+            let mut z: Vec<f32> = (0..n)
+                .map(|_| {
+                    let v = rng.normal();
+                    (if case % 3 == 0 { v * v * v } else { v }) as f32
+                })
+                .collect();
+            let orig = z.clone();
+            g.apply(&mut z);
+            for (a, &x) in z.iter().zip(&orig) {
+                let exact = g.exact(f64::from(x));
+                let err = (f64::from(*a) - exact).abs();
+                let allowed = FOURIER_TOL + 4.0 * f64::from(f32::EPSILON) * exact.abs().max(1.0);
+                assert!(err <= allowed, "case {case}: z={x} approx={a} exact={exact} err={err}");
+                worst = worst.max(err);
+            }
+        }
+        assert!(worst > 0.0);
+    }
+
+    #[test]
+    fn fourier_amplitudes_have_unit_norm_profile() {
+        let mut rng = Key::new(5, [domain::TEST, 101, 0, 0]).rng();
+        let g = Fourier::sample(&mut rng);
+        assert_eq!(g.freqs.len(), N_FREQUENCIES);
+        assert!(g.freqs.iter().all(|&f| f > 0.0 && f < 256.0));
+        // a_k = c_k * N(0,1) with ||c|| = 1, so E||a||^2 = 1: loose sanity bound.
+        let e: f64 = g.amps.iter().map(|a| a * a).sum();
+        assert!(e > 0.0 && e < 20.0, "{e}");
+    }
+
+    #[test]
+    fn standardize_gives_zero_mean_unit_std() {
+        let mut rng = Key::new(1, [domain::TEST, 102, 0, 0]).rng();
+        let (rows, cols) = (500, 3);
+        let mut x: Vec<f32> = (0..rows * cols).map(|i| 5.0 + (i % 3) as f32 * rng.normal_f32()).collect();
+        standardize_columns(&mut x, rows, cols);
+        for c in 1..cols {
+            let col: Vec<f64> = (0..rows).map(|r| f64::from(x[r * cols + c])).collect();
+            let m = col.iter().sum::<f64>() / rows as f64;
+            let v = col.iter().map(|a| (a - m).powi(2)).sum::<f64>() / (rows - 1) as f64;
+            assert!(m.abs() < 1e-5 && (v.sqrt() - 1.0).abs() < 1e-4, "{m} {v}");
+        }
+        // A constant column maps to zeros instead of dividing by zero.
+        assert!((0..rows).all(|r| x[r * cols] == 0.0));
+    }
+
+    #[test]
+    fn random_choice_covers_the_28_entries() {
+        let s = ActivationSampler::new(vec![RANDOM_CHOICE.to_string()], vec![1.0]);
+        let mut rng = Key::new(2, [domain::TEST, 103, 0, 0]).rng();
+        let n = 28_000;
+        let fourier = (0..n).filter(|_| matches!(s.draw(&mut rng), Activation::Fourier(_))).count();
+        // 10 of the 28 entries are the random Fourier function.
+        assert!((fourier as f64 / n as f64 - 10.0 / 28.0).abs() < 0.015, "{fourier}");
+    }
+}

@@ -1,0 +1,393 @@
+//! Batches: the group / subgroup layout, per-dataset plans, validity checks, and parallel
+//! generation into one contiguous (B, T, F) buffer.
+//!
+//! Randomness is keyed: the batch-level draws by (seed, BATCH, index), each group's by
+//! (seed, GROUP, index, group), each dataset attempt by (seed, DATASET, index, position,
+//! attempt). Plans are made sequentially (cheap), datasets are generated in parallel, and
+//! the result is identical for any number of threads.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::config::{PriorConfig, PriorType, TrainSize};
+use crate::hp::{GroupHp, SampledHp, ScmHp};
+use crate::pool;
+use crate::reg2cls::reg2cls;
+use crate::rng::{Key, Rng, domain};
+use crate::scm::{RawDataset, mlp_scm, tree_scm};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Mlp,
+    Tree,
+    Dummy,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Mlp => "mlp_scm",
+            Kind::Tree => "tree_scm",
+            Kind::Dummy => "dummy",
+        }
+    }
+}
+
+/// Everything one dataset needs, fixed before any generation starts.
+#[derive(Clone, Debug)]
+pub struct DatasetPlan {
+    pub kind: Kind,
+    pub group: usize,
+    pub seq_len: usize,
+    pub train_size: usize,
+    /// Width of the feature axis for this dataset (`max_features`, or the group's cap).
+    pub max_features: usize,
+    pub num_features: usize,
+    pub num_classes: Option<usize>,
+    pub hp: Option<Arc<ScmHp>>,
+}
+
+/// Diagnostics of one generated dataset.
+#[derive(Clone, Debug, Default)]
+pub struct DatasetMeta {
+    pub prior: &'static str,
+    pub group: usize,
+    pub num_features: usize,
+    pub d: usize,
+    pub num_classes: Option<usize>,
+    pub realised_classes: usize,
+    pub categorical: Vec<usize>,
+    pub attempts: usize,
+    pub valid: bool,
+    pub hp: Vec<(String, String)>,
+    pub layers: Vec<String>,
+}
+
+/// A generated batch; `x` is (b, t, f) row-major, zero-padded beyond `d` and `seq_len`.
+pub struct Batch {
+    pub b: usize,
+    pub t: usize,
+    pub f: usize,
+    pub x: Vec<f32>,
+    pub y: Vec<f32>,
+    pub d: Vec<i64>,
+    pub seq_lens: Vec<i64>,
+    pub train_sizes: Vec<i64>,
+    pub meta: Vec<DatasetMeta>,
+}
+
+fn log_uniform(rng: &mut Rng, lo: f64, hi: f64) -> f64 {
+    rng.range(lo.ln(), hi.ln()).exp()
+}
+
+fn sample_seq_len(cfg: &PriorConfig, rng: &mut Rng) -> usize {
+    let Some(min) = cfg.min_seq_len else { return cfg.max_seq_len };
+    let seq_len = if cfg.log_seq_len {
+        log_uniform(rng, min as f64, cfg.max_seq_len as f64) as usize
+    } else {
+        rng.randint(min as i64, cfg.max_seq_len as i64) as usize
+    };
+    if cfg.replay_small {
+        let p = rng.uniform();
+        if p < 0.05 {
+            return rng.randint(200, 1000) as usize;
+        }
+        if p < 0.3 {
+            return log_uniform(rng, 1000.0, 10000.0) as usize;
+        }
+    }
+    seq_len
+}
+
+fn sample_train_size(cfg: &PriorConfig, rng: &mut Rng, seq_len: usize) -> usize {
+    match cfg.train_size {
+        TrainSize::Count { min, max } => rng.randint(min, max) as usize,
+        TrainSize::Fraction { min, max } => (seq_len as f64 * rng.range(min, max)) as usize,
+    }
+}
+
+/// Feature cap for long sequences, as TabICL's `adjust_max_features`.
+pub fn adjust_max_features(seq_len: usize, max_features: usize) -> usize {
+    match seq_len {
+        0..=10_240 => max_features,
+        10_241..=20_000 => max_features.min(80),
+        20_001..=30_000 => max_features.min(60),
+        30_001..=40_000 => max_features.min(40),
+        40_001..=50_000 => max_features.min(30),
+        50_001..=60_000 => max_features.min(20),
+        60_001..=65_000 => max_features.min(15),
+        _ => 10,
+    }
+}
+
+/// The sequential part: every dataset's plan for batch `index`.
+pub fn plan_batch(cfg: &PriorConfig, index: u64) -> Vec<DatasetPlan> {
+    let b = cfg.batch_size;
+    let mut brng = Key::new(cfg.seed, [domain::BATCH, index, 0, 0]).rng();
+    if cfg.prior_type == PriorType::Dummy {
+        let seq_len = sample_seq_len(cfg, &mut brng);
+        let train_size = sample_train_size(cfg, &mut brng, seq_len);
+        let num_classes = (!cfg.regression).then(|| brng.randint(2, cfg.max_classes.max(2) as i64 + 1) as usize);
+        return (0..b)
+            .map(|_| DatasetPlan {
+                kind: Kind::Dummy,
+                group: 0,
+                seq_len,
+                train_size,
+                max_features: cfg.max_features,
+                num_features: cfg.max_features,
+                num_classes,
+                hp: None,
+            })
+            .collect();
+    }
+    let batch_len = (!cfg.seq_len_per_gp).then(|| {
+        let s = sample_seq_len(cfg, &mut brng);
+        (s, sample_train_size(cfg, &mut brng, s))
+    });
+    let per_gp = cfg.batch_size_per_gp.min(b);
+    let per_subgp = cfg.batch_size_per_subgp.min(per_gp);
+    let mut plans = Vec::with_capacity(b);
+    let mut group = 0usize;
+    while plans.len() < b {
+        let mut grng = Key::new(cfg.seed, [domain::GROUP, index, group as u64, 0]).rng();
+        let ghp: GroupHp = SampledHp::sample_group(&cfg.sampled_hp, &mut grng);
+        let (seq_len, train_size, gp_max) = match batch_len {
+            Some((s, t)) => (s, t, cfg.max_features),
+            None => {
+                let s = sample_seq_len(cfg, &mut grng);
+                let t = sample_train_size(cfg, &mut grng, s);
+                (s, t, adjust_max_features(s, cfg.max_features))
+            }
+        };
+        let gp_size = per_gp.min(b - plans.len());
+        let mut in_group = 0;
+        while in_group < gp_size {
+            let kind = match cfg.prior_type {
+                PriorType::MlpScm => Kind::Mlp,
+                PriorType::TreeScm => Kind::Tree,
+                _ => {
+                    let (p_mlp, p_tree) = cfg.fixed_hp.mix_probs;
+                    if grng.uniform() * (p_mlp + p_tree) < p_mlp { Kind::Mlp } else { Kind::Tree }
+                }
+            };
+            let lo = cfg.min_features.min(gp_max) as f64;
+            let num_features = if cfg.log_n_features {
+                log_uniform(&mut grng, lo, gp_max as f64) as usize
+            } else {
+                grng.range(lo, gp_max as f64).round_ties_even() as usize
+            }
+            .clamp(1, gp_max);
+            let sub = ghp.subgroup(&mut grng);
+            let hp = Arc::new(ScmHp::resolve(&sub, &cfg.fixed_hp.overrides));
+            let sub_size = per_subgp.min(gp_size - in_group);
+            for _ in 0..sub_size {
+                let num_classes = if cfg.regression {
+                    None
+                } else if grng.uniform() > 0.5 {
+                    Some(grng.randint(2, cfg.max_classes as i64 + 1) as usize)
+                } else {
+                    Some(2)
+                };
+                plans.push(DatasetPlan {
+                    kind,
+                    group,
+                    seq_len,
+                    train_size,
+                    max_features: gp_max,
+                    num_features,
+                    num_classes,
+                    hp: Some(hp.clone()),
+                });
+            }
+            in_group += sub_size;
+        }
+        group += 1;
+    }
+    plans
+}
+
+/// Train and test parts hold the same label set with at least two classes.
+fn valid_split(y: &[f32], train_size: usize) -> bool {
+    if train_size == 0 || train_size >= y.len() {
+        return false;
+    }
+    let labels = |s: &[f32]| {
+        let mut v: Vec<i64> = s.iter().map(|&x| x as i64).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let tr = labels(&y[..train_size]);
+    tr.len() >= 2 && tr == labels(&y[train_size..])
+}
+
+/// TabICL's class sanity check: if the split is invalid, try up to 10 row shuffles.
+fn class_sanity_check(rng: &mut Rng, x: &mut Vec<f32>, y: &mut Vec<f32>, cols: usize, train_size: usize) -> bool {
+    if valid_split(y, train_size) {
+        return true;
+    }
+    let rows = y.len();
+    for _ in 0..10 {
+        let perm = rng.permutation(rows);
+        let yp: Vec<f32> = perm.iter().map(|&i| y[i]).collect();
+        if valid_split(&yp, train_size) {
+            let mut xp = vec![0.0f32; x.len()];
+            for (r, &i) in perm.iter().enumerate() {
+                xp[r * cols..(r + 1) * cols].copy_from_slice(&x[i * cols..(i + 1) * cols]);
+            }
+            *x = xp;
+            *y = yp;
+            return true;
+        }
+    }
+    false
+}
+
+/// Columns with more than one distinct value.
+fn non_constant_columns(x: &[f32], rows: usize, cols: usize) -> Vec<usize> {
+    (0..cols).filter(|&c| (1..rows).any(|r| x[r * cols + c] != x[c])).collect()
+}
+
+fn fmt_hp(hp: &ScmHp) -> Vec<(String, String)> {
+    vec![
+        ("num_layers".into(), hp.num_layers.to_string()),
+        ("hidden_dim".into(), hp.hidden_dim.to_string()),
+        ("sampling".into(), hp.sampling.name().into()),
+        ("init_std".into(), format!("{:.6}", hp.init_std)),
+        ("noise_std".into(), format!("{:.6}", hp.noise_std)),
+        ("block_wise_dropout".into(), hp.block_wise_dropout.to_string()),
+        ("mlp_dropout_prob".into(), format!("{:.6}", hp.mlp_dropout_prob)),
+        ("multiclass_type".into(), if hp.multiclass_rank { "rank" } else { "value" }.into()),
+        ("is_causal".into(), hp.is_causal.to_string()),
+    ]
+}
+
+/// Generates one SCM dataset into its slot of the batch buffers (`x`: t_max x f, `y`: t_max).
+fn generate_scm(cfg: &PriorConfig, index: u64, pos: usize, plan: &DatasetPlan, f: usize, x_out: &mut [f32], y_out: &mut [f32]) -> DatasetMeta {
+    let hp = plan.hp.as_ref().expect("SCM plans carry hyper-parameters");
+    let (rows, nf) = (plan.seq_len, plan.num_features);
+    let mut last = None;
+    let mut attempts = 0;
+    for attempt in 0..cfg.max_attempts {
+        attempts = attempt + 1;
+        let mut rng = Key::new(cfg.seed, [domain::DATASET, index, pos as u64, attempt as u64]).rng();
+        let raw: RawDataset = match plan.kind {
+            Kind::Mlp => mlp_scm(&mut rng, rows, nf, hp),
+            _ => tree_scm(&mut rng, rows, nf, hp, cfg.fixed_hp.tree_depth_lambda, cfg.fixed_hp.tree_n_estimators_lambda),
+        };
+        let finite = raw.is_finite();
+        let p = if finite {
+            reg2cls(&mut rng, &raw.x, rows, raw.cols, &raw.y, plan.num_classes, hp.multiclass_rank, &cfg.fixed_hp, plan.max_features)
+        } else {
+            // Non-finite forward pass: X := 0 and y := -100 as the reference, then rejected.
+            crate::reg2cls::Processed { x: vec![0.0; rows * raw.cols], y: vec![-100.0; rows], categorical: vec![false; raw.cols] }
+        };
+        let keep = non_constant_columns(&p.x, rows, raw.cols);
+        let mut x: Vec<f32> = Vec::with_capacity(rows * keep.len());
+        for r in 0..rows {
+            x.extend(keep.iter().map(|&c| p.x[r * raw.cols + c]));
+        }
+        let mut y = p.y;
+        let d = keep.len();
+        let mut valid = finite && d > 0;
+        if valid && plan.num_classes.is_some() {
+            valid = class_sanity_check(&mut rng, &mut x, &mut y, d, plan.train_size);
+        }
+        let categorical: Vec<usize> = keep.iter().enumerate().filter(|(_, c)| p.categorical[**c]).map(|(j, _)| j).collect();
+        let layers = raw.layers;
+        last = Some((x, y, d, categorical, valid, layers));
+        if valid {
+            break;
+        }
+    }
+    let (x, y, d, categorical, valid, layers) = last.expect("at least one attempt");
+    for r in 0..rows {
+        x_out[r * f..r * f + d].copy_from_slice(&x[r * d..(r + 1) * d]);
+    }
+    y_out[..rows].copy_from_slice(&y);
+    let realised_classes = if plan.num_classes.is_some() {
+        let mut v: Vec<i64> = y.iter().map(|&v| v as i64).collect();
+        v.sort_unstable();
+        v.dedup();
+        v.len()
+    } else {
+        0
+    };
+    DatasetMeta {
+        prior: plan.kind.name(),
+        group: plan.group,
+        num_features: nf,
+        d,
+        num_classes: plan.num_classes,
+        realised_classes,
+        categorical,
+        attempts,
+        valid,
+        hp: fmt_hp(hp),
+        layers,
+    }
+}
+
+fn generate_dummy(cfg: &PriorConfig, index: u64, pos: usize, plan: &DatasetPlan, f: usize, x_out: &mut [f32], y_out: &mut [f32]) -> DatasetMeta {
+    let mut rng = Key::new(cfg.seed, [domain::DATASET, index, pos as u64, 0]).rng();
+    let rows = plan.seq_len;
+    rng.fill_normal(&mut x_out[..rows * f], 0.0, 1.0);
+    match plan.num_classes {
+        Some(k) => {
+            for v in &mut y_out[..rows] {
+                *v = rng.below(k as u64) as f32;
+            }
+        }
+        None => rng.fill_normal(&mut y_out[..rows], 0.0, 1.0),
+    }
+    DatasetMeta {
+        prior: "dummy",
+        num_features: f,
+        d: f,
+        num_classes: plan.num_classes,
+        realised_classes: plan.num_classes.unwrap_or(0),
+        attempts: 1,
+        valid: true,
+        ..Default::default()
+    }
+}
+
+/// Generates batch `index` on `threads` threads (a fork-safe pool of this process).
+pub fn generate_batch(cfg: &PriorConfig, index: u64, threads: usize) -> Batch {
+    let plans = plan_batch(cfg, index);
+    let b = plans.len();
+    let t = plans.iter().map(|p| p.seq_len).max().unwrap_or(0);
+    let f = cfg.max_features;
+    let mut x = vec![0.0f32; b * t * f];
+    let mut y = vec![0.0f32; b * t];
+    let work = |(pos, ((xs, ys), plan)): (usize, ((&mut [f32], &mut [f32]), &DatasetPlan))| match plan.kind {
+        Kind::Dummy => generate_dummy(cfg, index, pos, plan, f, xs, ys),
+        _ => generate_scm(cfg, index, pos, plan, f, xs, ys),
+    };
+    let meta: Vec<DatasetMeta> = if threads <= 1 || b <= 1 {
+        x.chunks_mut(t * f).zip(y.chunks_mut(t)).zip(plans.iter()).enumerate().map(work).collect()
+    } else {
+        pool::pool(threads).install(|| {
+            x.par_chunks_mut(t * f)
+                .zip(y.par_chunks_mut(t))
+                .zip(plans.par_iter())
+                .enumerate()
+                .with_max_len(1)
+                .map(work)
+                .collect()
+        })
+    };
+    Batch {
+        b,
+        t,
+        f,
+        d: meta.iter().map(|m| m.d as i64).collect(),
+        seq_lens: plans.iter().map(|p| p.seq_len as i64).collect(),
+        train_sizes: plans.iter().map(|p| p.train_size as i64).collect(),
+        x,
+        y,
+        meta,
+    }
+}

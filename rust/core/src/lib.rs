@@ -1,0 +1,19 @@
+//! tabfm-core: the pure-Rust engine behind `tabfm`.
+//!
+//! No Python types live here; the PyO3 bindings in the `tabfm` crate are a thin layer
+//! that parses a configuration, releases the GIL and calls [`batch::generate_batch`].
+
+pub mod activations;
+pub mod batch;
+pub mod causes;
+pub mod config;
+pub mod hp;
+pub mod linalg;
+pub mod pool;
+pub mod reg2cls;
+pub mod rng;
+pub mod scm;
+pub mod tree;
+
+#[cfg(test)]
+mod tests;

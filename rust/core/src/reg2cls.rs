@@ -1,0 +1,217 @@
+//! From raw SCM output to a dataset: categorical features, outlier clamping, scaling,
+//! feature permutation, and regression-to-classification of the target.
+
+use crate::config::FixedHp;
+use crate::rng::Rng;
+
+/// Mean and std (ddof = 1 when the column has more than one row) of the values in
+/// [lo, hi]; NaN never falls in the range. NaN results where no value qualifies.
+fn mean_std_within(v: &[f64], lo: f64, hi: f64) -> (f64, f64) {
+    // Branch-free selects: the range test is almost always true and NaN must not leak.
+    let (mut n, mut s) = (0usize, 0.0);
+    for &x in v {
+        let inside = x >= lo && x <= hi;
+        n += usize::from(inside);
+        s += if inside { x } else { 0.0 };
+    }
+    if n == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let mean = s / n as f64;
+    let mut ss = 0.0;
+    for &x in v {
+        let d = if x >= lo && x <= hi { x - mean } else { 0.0 };
+        ss += d * d;
+    }
+    let ddof = usize::from(v.len() > 1);
+    let std = if n > ddof { (ss / (n - ddof) as f64).sqrt() } else { f64::NAN };
+    (mean, std)
+}
+
+/// NaN-aware mean and std.
+fn nan_mean_std(v: &[f64]) -> (f64, f64) {
+    mean_std_within(v, f64::NEG_INFINITY, f64::INFINITY)
+}
+
+/// Two-pass clamp: statistics of the values within `threshold` sigma, then clamp to
+/// mean +- threshold * sigma of those.
+pub fn outlier_removing(v: &mut [f64], threshold: f64) {
+    let (mean, std) = nan_mean_std(v);
+    let cut = std.max(1e-6) * threshold;
+    let (mut m2, s2) = mean_std_within(v, mean - cut, mean + cut);
+    let s2 = if s2.is_nan() { 0.0 } else { s2.max(1e-6) };
+    if m2.is_nan() {
+        m2 = mean;
+    }
+    let (lo, hi) = (m2 - s2 * threshold, m2 + s2 * threshold);
+    let lo = if lo.is_nan() { f64::NEG_INFINITY } else { lo };
+    let hi = if hi.is_nan() { f64::INFINITY } else { hi };
+    for x in v.iter_mut() {
+        if !x.is_nan() {
+            *x = x.clamp(lo, hi);
+        }
+    }
+}
+
+/// `(x - mean) / max(std, 1e-6)`, clipped to +-100.
+pub fn standard_scaling(v: &mut [f64]) {
+    let (mean, std) = nan_mean_std(v);
+    let inv = 1.0 / std.max(1e-6);
+    for x in v.iter_mut() {
+        *x = ((*x - mean) * inv).clamp(-100.0, 100.0);
+    }
+}
+
+/// Maps the distinct labels to 0..C-1 in sorted order, then applies a random permutation.
+pub fn permute_classes(rng: &mut Rng, c: &mut [i64]) {
+    let mut uniq: Vec<i64> = c.to_vec();
+    uniq.sort_unstable();
+    uniq.dedup();
+    if uniq.len() <= 1 {
+        return;
+    }
+    let perm = rng.permutation(uniq.len());
+    for x in c.iter_mut() {
+        let dense = uniq.binary_search(x).expect("label present");
+        *x = perm[dense] as i64;
+    }
+}
+
+/// Class = number of boundaries strictly below the value; boundaries are values at random
+/// rows (`rank`) or N(0,1) draws (`value`). Then optionally permuted and reversed.
+pub fn multiclass_assign(rng: &mut Rng, v: &[f64], k: usize, rank: bool, ordered_prob: f64) -> Vec<i64> {
+    let n = v.len();
+    let mut bounds: Vec<f64> = if rank {
+        (0..k - 1).map(|_| v[rng.below(n as u64) as usize]).collect()
+    } else {
+        (0..k - 1).map(|_| rng.normal()).collect()
+    };
+    bounds.sort_by(f64::total_cmp);
+    let mut c: Vec<i64> = v.iter().map(|&x| bounds.partition_point(|&b| x > b) as i64).collect();
+    if rng.uniform() > ordered_prob {
+        permute_classes(rng, &mut c);
+    }
+    if rng.uniform() > 0.5 {
+        for x in &mut c {
+            *x = k as i64 - 1 - *x;
+        }
+    }
+    c
+}
+
+/// Result of `reg2cls` on one dataset.
+pub struct Processed {
+    /// rows x cols, row-major, already permuted.
+    pub x: Vec<f32>,
+    pub y: Vec<f32>,
+    /// Whether each (permuted) column holds categorical codes.
+    pub categorical: Vec<bool>,
+}
+
+/// Features: optional categorical conversion, 4-sigma clamp, scaling, permutation,
+/// optional rescaling by `num_features / max_features`. Target: clamp, scaling, then classes.
+pub fn reg2cls(
+    rng: &mut Rng,
+    x: &[f32],
+    rows: usize,
+    cols: usize,
+    y: &[f32],
+    num_classes: Option<usize>,
+    multiclass_rank: bool,
+    fixed: &FixedHp,
+    max_features: usize,
+) -> Processed {
+    let mut columns: Vec<Vec<f64>> = (0..cols).map(|c| (0..rows).map(|r| f64::from(x[r * cols + c])).collect()).collect();
+    let mut is_cat = vec![false; cols];
+    if rng.uniform() < fixed.cat_prob {
+        let col_prob = rng.uniform();
+        let max_cat = fixed.max_categories.map_or(usize::MAX, |m| m as usize);
+        for (c, col) in columns.iter_mut().enumerate() {
+            if rng.uniform() < col_prob {
+                let k = (rng.gamma(1.0, 10.0).round_ties_even().max(2.0) as usize).min(max_cat);
+                let codes = multiclass_assign(rng, col, k, true, 0.3);
+                for (v, code) in col.iter_mut().zip(codes) {
+                    *v = code as f64;
+                }
+                is_cat[c] = true;
+            }
+        }
+    }
+    for col in &mut columns {
+        outlier_removing(col, 4.0);
+        standard_scaling(col);
+    }
+    let perm: Vec<usize> = if fixed.permute_features { rng.permutation(cols) } else { (0..cols).collect() };
+    let scale = if fixed.scale_by_max_features { cols as f64 / max_features as f64 } else { 1.0 };
+    let mut out = vec![0.0f32; rows * cols];
+    for (j, &src) in perm.iter().enumerate() {
+        for (r, v) in columns[src].iter().enumerate() {
+            out[r * cols + j] = (v / scale) as f32;
+        }
+    }
+    let categorical = perm.iter().map(|&p| is_cat[p]).collect();
+
+    let mut yv: Vec<f64> = y.iter().map(|&v| f64::from(v)).collect();
+    outlier_removing(&mut yv, 4.0);
+    standard_scaling(&mut yv);
+    let y = match num_classes {
+        None => yv.iter().map(|&v| v as f32).collect(),
+        Some(k) => {
+            let mut c = if k == 2 && fixed.balanced {
+                let mut s = yv.clone();
+                s.sort_by(f64::total_cmp);
+                let median = s[(s.len() - 1) / 2]; // lower median, as torch.median
+                yv.iter().map(|&v| i64::from(v > median)).collect()
+            } else {
+                multiclass_assign(rng, &yv, k, multiclass_rank, fixed.multiclass_ordered_prob)
+            };
+            if fixed.permute_labels {
+                permute_classes(rng, &mut c);
+            }
+            c.iter().map(|&v| v as f32).collect()
+        }
+    };
+    Processed { x: out, y, categorical }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::{Key, domain};
+
+    #[test]
+    fn outliers_are_clamped_to_four_sigma() {
+        let mut rng = Key::new(1, [domain::TEST, 200, 0, 0]).rng();
+        let mut v: Vec<f64> = (0..1000).map(|_| rng.normal()).collect();
+        v[0] = 1e6;
+        outlier_removing(&mut v, 4.0);
+        assert!(v[0] < 6.0, "{}", v[0]);
+        assert!(v[1..].iter().all(|x| x.abs() < 6.0));
+    }
+
+    #[test]
+    fn rank_assignment_gives_at_most_k_dense_classes() {
+        let mut rng = Key::new(2, [domain::TEST, 201, 0, 0]).rng();
+        let v: Vec<f64> = (0..500).map(|_| rng.normal()).collect();
+        for k in 2..12 {
+            let mut c = multiclass_assign(&mut rng, &v, k, true, 0.0);
+            permute_classes(&mut rng, &mut c);
+            let mut u = c.clone();
+            u.sort_unstable();
+            u.dedup();
+            assert!(u.len() <= k && u.len() >= 2);
+            assert_eq!(*u.last().unwrap() as usize, u.len() - 1, "dense labels");
+        }
+    }
+
+    #[test]
+    fn ordered_assignment_is_monotone() {
+        // ordered_prob = 1 skips the permutation: classes follow the value order up to reversal.
+        let mut rng = Key::new(3, [domain::TEST, 202, 0, 0]).rng();
+        let v: Vec<f64> = (0..300).map(|i| i as f64).collect();
+        let c = multiclass_assign(&mut rng, &v, 5, true, 1.0);
+        let inc = c.windows(2).all(|w| w[0] <= w[1]);
+        let dec = c.windows(2).all(|w| w[0] >= w[1]);
+        assert!(inc || dec);
+    }
+}

@@ -1,0 +1,240 @@
+//! The MLP and tree structural causal models: one forward pass gives raw (X, y).
+
+use crate::activations::Activation;
+use crate::causes::{CauseKind, sample_causes};
+use crate::hp::ScmHp;
+use crate::linalg::linear;
+use crate::rng::Rng;
+use crate::tree::{BoosterParams, fit_predict};
+
+/// Raw output of one SCM forward pass, before `reg2cls`.
+pub struct RawDataset {
+    /// rows x cols, row-major.
+    pub x: Vec<f32>,
+    pub cols: usize,
+    pub y: Vec<f32>,
+    pub cause_kinds: Vec<CauseKind>,
+    /// Activation names per hidden block (MLP) or tree sizes (tree) for diagnostics.
+    pub layers: Vec<String>,
+}
+
+impl RawDataset {
+    pub fn is_finite(&self) -> bool {
+        self.x.iter().all(|v| v.is_finite()) && self.y.iter().all(|v| v.is_finite())
+    }
+}
+
+enum Noise {
+    None,
+    Scalar(f32),
+    PerUnit(Vec<f32>),
+}
+
+impl Noise {
+    fn draw(rng: &mut Rng, hp: &ScmHp, out: usize) -> Noise {
+        if hp.pre_sample_noise_std {
+            Noise::PerUnit((0..out).map(|_| (hp.noise_std * rng.normal()).abs() as f32).collect())
+        } else {
+            Noise::Scalar(hp.noise_std as f32)
+        }
+    }
+
+    fn add(&self, rng: &mut Rng, h: &mut [f32], cols: usize) {
+        match self {
+            Noise::None => {}
+            Noise::Scalar(s) => {
+                let mut e = vec![0.0f32; h.len()];
+                rng.fill_normal(&mut e, 0.0, *s);
+                for (v, e) in h.iter_mut().zip(&e) {
+                    *v += e;
+                }
+            }
+            Noise::PerUnit(s) => {
+                let mut e = vec![0.0f32; h.len()];
+                rng.fill_normal(&mut e, 0.0, 1.0);
+                for (row, er) in h.chunks_exact_mut(cols).zip(e.chunks_exact(cols)) {
+                    for ((v, sd), e) in row.iter_mut().zip(s).zip(er) {
+                        *v += sd * e;
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Layer {
+    act: Option<Activation>,
+    w: Vec<f32>,
+    b: Vec<f32>,
+    fan_in: usize,
+    fan_out: usize,
+    noise: Noise,
+}
+
+/// Weight init of one (out x in) matrix: block-wise dropout or Bernoulli-masked normal.
+fn init_weight(rng: &mut Rng, hp: &ScmHp, out: usize, inp: usize, first: bool) -> Vec<f32> {
+    let mut w = vec![0.0f32; out * inp];
+    if hp.block_wise_dropout {
+        let max_blocks = ((out.min(inp) as f64).sqrt().ceil() as i64).max(1);
+        let n_blocks = rng.randint(1, max_blocks + 1) as usize;
+        let (br, bc) = (out / n_blocks, inp / n_blocks);
+        let keep = (n_blocks * br * bc) as f64 / (out * inp) as f64;
+        let std = if keep > 0.0 { hp.init_std / keep.sqrt() } else { hp.init_std };
+        for blk in 0..n_blocks {
+            for r in blk * br..(blk + 1) * br {
+                for c in blk * bc..(blk + 1) * bc {
+                    w[r * inp + c] = (std * rng.normal()) as f32;
+                }
+            }
+        }
+    } else {
+        // The first weight matrix is never dropped.
+        let p = if first { 0.0 } else { hp.mlp_dropout_prob.min(0.99) };
+        let std = hp.init_std / (1.0 - p).sqrt();
+        rng.fill_normal(&mut w, 0.0, std as f32);
+        if p > 0.0 {
+            for v in &mut w {
+                if rng.uniform() >= 1.0 - p {
+                    *v = 0.0;
+                }
+            }
+        }
+    }
+    w
+}
+
+/// PyTorch's default `Linear` bias init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+fn init_bias(rng: &mut Rng, out: usize, inp: usize) -> Vec<f32> {
+    let bound = 1.0 / (inp.max(1) as f64).sqrt();
+    (0..out).map(|_| rng.range(-bound, bound) as f32).collect()
+}
+
+/// The MLP SCM: causes -> Linear -> [activation, Linear, noise] x (layers - 1) (+ output block).
+pub fn mlp_scm(rng: &mut Rng, rows: usize, num_features: usize, hp: &ScmHp) -> RawDataset {
+    let num_outputs = 1;
+    let (hidden, num_causes) = if hp.is_causal {
+        (hp.hidden_dim.max(num_outputs + 2 * num_features), hp.num_causes.max(1))
+    } else {
+        (hp.hidden_dim.max(1), num_features)
+    };
+    let (causes, cause_kinds) = sample_causes(rng, rows, num_causes, hp.sampling, hp.pre_sample_cause_stats);
+
+    let mut layers = Vec::with_capacity(hp.num_layers + 1);
+    layers.push(Layer {
+        act: None,
+        w: init_weight(rng, hp, hidden, num_causes, true),
+        b: init_bias(rng, hidden, num_causes),
+        fan_in: num_causes,
+        fan_out: hidden,
+        noise: Noise::None,
+    });
+    let n_blocks = hp.num_layers - 1 + usize::from(!hp.is_causal);
+    for i in 0..n_blocks {
+        let out = if !hp.is_causal && i + 1 == n_blocks { num_outputs } else { hidden };
+        let act = hp.activations.draw(rng);
+        let w = init_weight(rng, hp, out, hidden, false);
+        let b = init_bias(rng, out, hidden);
+        let noise = Noise::draw(rng, hp, out);
+        layers.push(Layer { act: Some(act), w, b, fan_in: hidden, fan_out: out, noise });
+    }
+
+    // Forward. The causal variant keeps every block output to pick X and y from.
+    let mut h = vec![0.0f32; rows * hidden];
+    linear(&causes, rows, num_causes, &layers[0].w, hidden, &layers[0].b, &mut h);
+    let mut kept: Vec<Vec<f32>> = Vec::new();
+    let mut names = Vec::with_capacity(n_blocks);
+    for layer in &layers[1..] {
+        let act = layer.act.as_ref().expect("hidden blocks have an activation");
+        names.push(act.name().to_string());
+        act.apply(&mut h, rows, layer.fan_in);
+        let mut next = vec![0.0f32; rows * layer.fan_out];
+        linear(&h, rows, layer.fan_in, &layer.w, layer.fan_out, &layer.b, &mut next);
+        layer.noise.add(rng, &mut next, layer.fan_out);
+        if hp.is_causal {
+            kept.push(next.clone());
+        }
+        h = next;
+    }
+
+    if !hp.is_causal {
+        return RawDataset { x: causes, cols: num_features, y: h, cause_kinds, layers: names };
+    }
+    let (x, y) = pick_causal(rng, rows, num_features, hidden, &kept, hp);
+    RawDataset { x, cols: num_features, y, cause_kinds: Vec::new(), layers: names }
+}
+
+/// Causal mode: X and y are columns of the concatenated block outputs.
+fn pick_causal(rng: &mut Rng, rows: usize, nf: usize, hidden: usize, kept: &[Vec<f32>], hp: &ScmHp) -> (Vec<f32>, Vec<f32>) {
+    let total = hidden * kept.len();
+    let at = |r: usize, c: usize| kept[c / hidden][r * hidden + c % hidden];
+    let perm: Vec<usize> = if hp.in_clique {
+        let start = rng.randint(0, (total - 1 - nf) as i64 + 1) as usize;
+        rng.permutation(1 + nf).into_iter().map(|i| start + i).collect()
+    } else {
+        rng.permutation(total - 1)
+    };
+    let mut ix: Vec<usize> = perm[1..=nf].to_vec();
+    let iy = if hp.y_is_effect { total - 1 } else { perm[0] };
+    if hp.sort_features {
+        ix.sort_unstable();
+    }
+    let mut x = vec![0.0f32; rows * nf];
+    let mut y = vec![0.0f32; rows];
+    for r in 0..rows {
+        for (j, &c) in ix.iter().enumerate() {
+            x[r * nf + j] = at(r, c);
+        }
+        y[r] = at(r, iy);
+    }
+    (x, y)
+}
+
+/// Depth / size of one tree layer: min(base + floor(Exp(mean 1/lambda)), 4).
+fn tree_size(rng: &mut Rng, base: usize, lambda: f64) -> usize {
+    (base + (rng.exp1() / lambda).floor() as usize).min(4)
+}
+
+/// The tree SCM: boosted trees fitted to random targets shape y from the causes.
+pub fn tree_scm(rng: &mut Rng, rows: usize, num_features: usize, hp: &ScmHp, depth_lambda: f64, n_est_lambda: f64) -> RawDataset {
+    // The tree SCM draws its own depth and width and is always non-causal.
+    let num_layers = rng.randint(1, 3) as usize;
+    let hidden = rng.randint(3, 10) as usize;
+    let (causes, cause_kinds) = sample_causes(rng, rows, num_features, hp.sampling, hp.pre_sample_cause_stats);
+
+    struct TreeLayer {
+        params: BoosterParams,
+        fan_in: usize,
+        fan_out: usize,
+        noise: Noise,
+    }
+    let mut layers = Vec::with_capacity(num_layers + 1);
+    let size = |rng: &mut Rng| {
+        let depth = tree_size(rng, 2, depth_lambda);
+        let n_est = tree_size(rng, 1, n_est_lambda);
+        BoosterParams::new(depth, n_est)
+    };
+    layers.push(TreeLayer { params: size(rng), fan_in: num_features, fan_out: hidden, noise: Noise::None });
+    for i in 0..num_layers {
+        let out = if i + 1 == num_layers { 1 } else { hidden };
+        let params = size(rng);
+        let noise = Noise::draw(rng, hp, out);
+        layers.push(TreeLayer { params, fan_in: hidden, fan_out: out, noise });
+    }
+
+    let mut h: Vec<f32> = causes.iter().map(|v| if v.is_nan() { 0.0 } else { *v }).collect();
+    let mut names = Vec::with_capacity(layers.len());
+    for layer in &layers {
+        let mut target = vec![0.0f32; rows * layer.fan_out];
+        rng.fill_normal(&mut target, 0.0, 1.0);
+        let mut next = fit_predict(&h, rows, layer.fan_in, &target, layer.fan_out, &layer.params);
+        layer.noise.add(rng, &mut next, layer.fan_out);
+        names.push(format!("trees(depth={}, n={})", layer.params.max_depth, layer.params.n_estimators));
+        for v in &mut next {
+            if v.is_nan() {
+                *v = 0.0;
+            }
+        }
+        h = next;
+    }
+    RawDataset { x: causes, cols: num_features, y: h, cause_kinds, layers: names }
+}
