@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import statistics
+import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -21,6 +23,15 @@ class BatchLog:
         self.datasets: list[int] = []
         self.d_sum: list[int] = []
         self.cells: list[int] = []
+        self.cpu_s: list[float] = []
+
+    def draw(self, get_batch: Callable[..., tuple], *args: Any) -> tuple:
+        """Calls ``get_batch(*args)`` and logs the batch and the process CPU time it took (all
+        threads): datasets per CPU-second is far less sensitive to a busy machine than wall time."""
+        cpu0 = time.process_time()
+        batch = get_batch(*args)
+        self.cpu_s.append(time.process_time() - cpu0)
+        return self.add(batch)
 
     def add(self, batch: tuple) -> tuple:
         _, _, d, seq_lens, _ = batch[:5]
@@ -67,6 +78,7 @@ def record_throughput(benchmark) -> Callable[..., None]:
                 "datasets_per_s": per_call / med if med and per_call else None,
                 "mean_d": log.mean_d,
                 "cells_per_s": cells_per_call / med if med and cells_per_call else None,
+                "datasets_per_cpu_s": sum(log.datasets) / sum(log.cpu_s) if sum(log.cpu_s) > 0 else None,
                 "loadavg_1min_before": load_before,
                 "loadavg_1min_after": os.getloadavg()[0],
                 "cpu_count": os.cpu_count(),

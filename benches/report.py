@@ -75,8 +75,8 @@ def main_table(data: dict[str, Any]) -> str:
 def detail_table(data: dict[str, Any]) -> str:
     entries = throughput_entries(data)
     lines = [
-        "| impl | prior | threads | rounds | median s / batch | ds/s | M cells/s | mean d | load (1 min) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| impl | prior | threads | rounds | median s / batch | ds/s | ds per CPU-s | M cells/s | mean d | load (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (impl, prior, threads), b in sorted(entries.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
         info, stats = b["extra_info"], b.get("stats") or {}
@@ -87,7 +87,7 @@ def detail_table(data: dict[str, Any]) -> str:
         load = f"{info.get('loadavg_1min_before', 0):.1f} -> {info.get('loadavg_1min_after', 0):.1f}"
         lines.append(
             f"| {impl} | {prior} | {threads} | {stats.get('rounds', 'n/a')} | {_fmt(stats.get('median'), '.3f')} | "
-            f"{_fmt(rate, '.2f')} | {_fmt(cells, '.2f')} | {_fmt(info.get('mean_d'), '.1f')} | {load} |"
+            f"{_fmt(rate, '.2f')} | {_fmt(info.get('datasets_per_cpu_s'), '.2f')} | {_fmt(cells, '.2f')} | {_fmt(info.get('mean_d'), '.1f')} | {load} |"
         )
     return "\n".join(lines)
 

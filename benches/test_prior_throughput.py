@@ -11,7 +11,8 @@ U(0.1, 0.9), <= 10 classes), one ``get_batch`` call is one round:
   new batches from its global RNG state.
 
 ``extra_info`` holds impl, prior, threads, datasets_per_call, datasets_per_s (from the median
-round), mean_d and cells_per_s (cells = sum of seq_len * d). Benchmarks are grouped by prior;
+round), mean_d, cells_per_s (cells = sum of seq_len * d) and datasets_per_cpu_s (process CPU
+time, all threads: the figure to trust on a busy machine). Benchmarks are grouped by prior;
 ``benches/report.py`` turns the JSON into the README table (speed-up ratios and targets).
 
 Memory: peak RSS of a fresh interpreter that imports tabfm and draws 2 batches of 512 datasets
@@ -71,7 +72,7 @@ def test_prior_throughput(benchmark, batch_log, record_throughput, prior, impl):
         ds = tabicl_prior.PriorDataset(prior_type=prior, n_jobs=1, **SETTINGS)
 
         def draw():
-            return log.add(ds.get_batch())
+            return log.draw(ds.get_batch)
 
         benchmark.pedantic(draw, rounds=TABICL_ROUNDS, warmup_rounds=TABICL_WARMUP)
         record_throughput("tabicl", prior, 1, log)
@@ -86,7 +87,7 @@ def test_prior_throughput(benchmark, batch_log, record_throughput, prior, impl):
             return (next(indices),), {}
 
         def draw(index):
-            return log.add(ds.get_batch(index))
+            return log.draw(ds.get_batch, index)
 
         benchmark.pedantic(draw, setup=fresh_index, rounds=TABFM_ROUNDS, warmup_rounds=TABFM_WARMUP)
         record_throughput("tabfm", prior, threads, log)

@@ -488,7 +488,11 @@ def test_metadata_consistent_with_batch(prior_type: str, extra: dict) -> None:
             any_categorical |= bool(cats)
             assert isinstance(m["attempts"], int) and m["attempts"] >= 1
             assert isinstance(m["valid"], bool)
-            assert isinstance(m["hp"], dict) and {"num_layers", "hidden_dim", "sampling"} <= set(m["hp"])
+            # The tree SCM draws its own depth and width: its metadata lists only what it uses.
+            hp_keys = {"sampling", "noise_std"} if m["prior_type"] == "tree_scm" else {"num_layers", "hidden_dim"}
+            assert isinstance(m["hp"], dict) and hp_keys | {"sampling"} <= set(m["hp"])
+            if m["prior_type"] == "tree_scm":
+                assert "num_layers" not in m["hp"] and 2 <= len(m["layers"]) <= 3
             assert isinstance(m["layers"], list) and len(m["layers"]) >= 1
             expected_type = prior_type if prior_type != "mix_scm" else m["prior_type"]
             assert m["prior_type"] == expected_type and m["prior_type"] in ("mlp_scm", "tree_scm")

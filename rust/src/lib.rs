@@ -112,7 +112,11 @@ fn random_stream<'py>(py: Python<'py>, seed: u64, stream: u64, n: usize, kind: &
         "u64" => (0..n).map(|_| rng.next_u64()).collect::<Vec<u64>>().into_pyarray(py).into_any(),
         "uniform" => py.detach(|| (0..n).map(|_| rng.uniform()).collect::<Vec<f64>>()).into_pyarray(py).into_any(),
         "normal" => py.detach(|| (0..n).map(|_| rng.normal()).collect::<Vec<f64>>()).into_pyarray(py).into_any(),
-        other => return Err(PyValueError::new_err(format!("kind={other:?} is invalid: expected 'u64', 'uniform' or 'normal'"))),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "kind={other:?} is invalid: expected 'u64', 'uniform' or 'normal'"
+            )));
+        }
     })
 }
 

@@ -84,6 +84,8 @@ class PriorDataset(IterableDataset):
             self.device = torch.device(device)
         except (RuntimeError, TypeError) as e:
             raise ValueError(f"device={device!r} is invalid: {e}") from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} is invalid: CUDA is not available on this machine")
         for name, v in (("rank", rank), ("world_size", world_size)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
                 raise ValueError(f"{name}={v!r} is invalid: None (auto) or a non-negative int")
@@ -135,8 +137,8 @@ class PriorDataset(IterableDataset):
     # ------------------------------------------------------------------ random access
     def get_batch_numpy(self, index: int, return_meta: bool = False) -> tuple[Any, ...]:
         """Batch ``index`` as numpy arrays owned by the Rust core (plus metadata if asked)."""
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
-            raise ValueError(f"index={index!r} is invalid: a batch index is an int >= 0")
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < 2**64:
+            raise ValueError(f"index={index!r} is invalid: a batch index is an int in [0, 2**64)")
         x, y, d, seq_lens, train_sizes, meta = self._engine.generate(int(index), self.n_jobs, return_meta)
         out = (x, y, d, seq_lens, train_sizes)
         return (*out, meta) if return_meta else out

@@ -29,5 +29,9 @@ fn main() {
         cells += b.d.iter().zip(&b.seq_lens).map(|(d, s)| (d * s) as usize).sum::<usize>();
     }
     let dt = start.elapsed().as_secs_f64();
-    println!("{datasets} datasets in {dt:.3} s: {:.1} datasets/s, {:.2} M cells/s", datasets as f64 / dt, cells as f64 / dt / 1e6);
+    println!(
+        "{datasets} datasets in {dt:.3} s: {:.1} datasets/s, {:.2} M cells/s",
+        datasets as f64 / dt,
+        cells as f64 / dt / 1e6
+    );
 }

@@ -176,7 +176,26 @@ impl Simple {
                 }
             };
         }
-        each!(Tanh, LeakyRelu, Elu, Identity, Selu, Silu, Relu, Softplus, Relu6, Hardtanh, Sign, Rbf, Exp, SqrtAbs, UnitInterval, Sine, Square, Abs)
+        each!(
+            Tanh,
+            LeakyRelu,
+            Elu,
+            Identity,
+            Selu,
+            Silu,
+            Relu,
+            Softplus,
+            Relu6,
+            Hardtanh,
+            Sign,
+            Rbf,
+            Exp,
+            SqrtAbs,
+            UnitInterval,
+            Sine,
+            Square,
+            Abs
+        )
     }
 }
 
@@ -318,7 +337,16 @@ const LANES: usize = 8;
 /// For each output node: record `sum a_k sin`, `sum a_k f_k cos` of the current phasors, then
 /// rotate them one grid step. Dispatches to an AVX2+FMA build of the same loop when the CPU
 /// has it (the lanes of independent accumulators let it vectorise).
-fn rotate_accumulate(c: &mut [f64], s: &mut [f64], cr: &[f64], sr: &[f64], amps: &[f64], af: &[f64], g: &mut [f64], dg: &mut [f64]) {
+fn rotate_accumulate(
+    c: &mut [f64],
+    s: &mut [f64],
+    cr: &[f64],
+    sr: &[f64],
+    amps: &[f64],
+    af: &[f64],
+    g: &mut [f64],
+    dg: &mut [f64],
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -332,20 +360,38 @@ fn rotate_accumulate(c: &mut [f64], s: &mut [f64], cr: &[f64], sr: &[f64], amps:
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn rotate_accumulate_avx2(c: &mut [f64], s: &mut [f64], cr: &[f64], sr: &[f64], amps: &[f64], af: &[f64], g: &mut [f64], dg: &mut [f64]) {
+fn rotate_accumulate_avx2(
+    c: &mut [f64],
+    s: &mut [f64],
+    cr: &[f64],
+    sr: &[f64],
+    amps: &[f64],
+    af: &[f64],
+    g: &mut [f64],
+    dg: &mut [f64],
+) {
     rotate_accumulate_generic(c, s, cr, sr, amps, af, g, dg);
 }
 
 #[inline(always)]
-fn rotate_accumulate_generic(c: &mut [f64], s: &mut [f64], cr: &[f64], sr: &[f64], amps: &[f64], af: &[f64], g: &mut [f64], dg: &mut [f64]) {
+fn rotate_accumulate_generic(
+    c: &mut [f64],
+    s: &mut [f64],
+    cr: &[f64],
+    sr: &[f64],
+    amps: &[f64],
+    af: &[f64],
+    g: &mut [f64],
+    dg: &mut [f64],
+) {
     for (gj, dj) in g.iter_mut().zip(dg.iter_mut()) {
         let mut gacc = [0.0f64; LANES];
         let mut dacc = [0.0f64; LANES];
-        for ((cc, ss), ((rc, rs), (a, b))) in c
-            .chunks_exact_mut(LANES)
-            .zip(s.chunks_exact_mut(LANES))
-            .zip(cr.chunks_exact(LANES).zip(sr.chunks_exact(LANES)).zip(amps.chunks_exact(LANES).zip(af.chunks_exact(LANES))))
-        {
+        for ((cc, ss), ((rc, rs), (a, b))) in c.chunks_exact_mut(LANES).zip(s.chunks_exact_mut(LANES)).zip(
+            cr.chunks_exact(LANES)
+                .zip(sr.chunks_exact(LANES))
+                .zip(amps.chunks_exact(LANES).zip(af.chunks_exact(LANES))),
+        ) {
             for l in 0..LANES {
                 let (ck, sk) = (cc[l], ss[l]);
                 gacc[l] += a[l] * sk;

@@ -245,12 +245,30 @@ fn class_sanity_check(rng: &mut Rng, x: &mut Vec<f32>, y: &mut Vec<f32>, cols: u
     false
 }
 
+/// Number of distinct labels.
+fn count_labels(y: &[f32]) -> usize {
+    let mut v: Vec<i64> = y.iter().map(|&v| v as i64).collect();
+    v.sort_unstable();
+    v.dedup();
+    v.len()
+}
+
 /// Columns with more than one distinct value.
 fn non_constant_columns(x: &[f32], rows: usize, cols: usize) -> Vec<usize> {
     (0..cols).filter(|&c| (1..rows).any(|r| x[r * cols + c] != x[c])).collect()
 }
 
-fn fmt_hp(hp: &ScmHp) -> Vec<(String, String)> {
+fn fmt_hp(kind: Kind, hp: &ScmHp) -> Vec<(String, String)> {
+    if kind == Kind::Tree {
+        // The tree SCM draws its own depth and width; only these sampled values reach it.
+        return vec![
+            ("sampling".into(), hp.sampling.name().into()),
+            ("pre_sample_cause_stats".into(), hp.pre_sample_cause_stats.to_string()),
+            ("noise_std".into(), format!("{:.6}", hp.noise_std)),
+            ("pre_sample_noise_std".into(), hp.pre_sample_noise_std.to_string()),
+            ("multiclass_type".into(), if hp.multiclass_rank { "rank" } else { "value" }.into()),
+        ];
+    }
     vec![
         ("num_layers".into(), hp.num_layers.to_string()),
         ("hidden_dim".into(), hp.hidden_dim.to_string()),
@@ -265,7 +283,15 @@ fn fmt_hp(hp: &ScmHp) -> Vec<(String, String)> {
 }
 
 /// Generates one SCM dataset into its slot of the batch buffers (`x`: t_max x f, `y`: t_max).
-fn generate_scm(cfg: &PriorConfig, index: u64, pos: usize, plan: &DatasetPlan, f: usize, x_out: &mut [f32], y_out: &mut [f32]) -> DatasetMeta {
+fn generate_scm(
+    cfg: &PriorConfig,
+    index: u64,
+    pos: usize,
+    plan: &DatasetPlan,
+    f: usize,
+    x_out: &mut [f32],
+    y_out: &mut [f32],
+) -> DatasetMeta {
     let hp = plan.hp.as_ref().expect("SCM plans carry hyper-parameters");
     let (rows, nf) = (plan.seq_len, plan.num_features);
     let mut last = None;
@@ -275,14 +301,30 @@ fn generate_scm(cfg: &PriorConfig, index: u64, pos: usize, plan: &DatasetPlan, f
         let mut rng = Key::new(cfg.seed, [domain::DATASET, index, pos as u64, attempt as u64]).rng();
         let raw: RawDataset = match plan.kind {
             Kind::Mlp => mlp_scm(&mut rng, rows, nf, hp),
-            _ => tree_scm(&mut rng, rows, nf, hp, cfg.fixed_hp.tree_depth_lambda, cfg.fixed_hp.tree_n_estimators_lambda),
+            _ => {
+                tree_scm(&mut rng, rows, nf, hp, cfg.fixed_hp.tree_depth_lambda, cfg.fixed_hp.tree_n_estimators_lambda)
+            }
         };
         let finite = raw.is_finite();
         let p = if finite {
-            reg2cls(&mut rng, &raw.x, rows, raw.cols, &raw.y, plan.num_classes, hp.multiclass_rank, &cfg.fixed_hp, plan.max_features)
+            reg2cls(
+                &mut rng,
+                &raw.x,
+                rows,
+                raw.cols,
+                &raw.y,
+                plan.num_classes,
+                hp.multiclass_rank,
+                &cfg.fixed_hp,
+                plan.max_features,
+            )
         } else {
             // Non-finite forward pass: X := 0 and y := -100 as the reference, then rejected.
-            crate::reg2cls::Processed { x: vec![0.0; rows * raw.cols], y: vec![-100.0; rows], categorical: vec![false; raw.cols] }
+            crate::reg2cls::Processed {
+                x: vec![0.0; rows * raw.cols],
+                y: vec![-100.0; rows],
+                categorical: vec![false; raw.cols],
+            }
         };
         let keep = non_constant_columns(&p.x, rows, raw.cols);
         let mut x: Vec<f32> = Vec::with_capacity(rows * keep.len());
@@ -295,7 +337,8 @@ fn generate_scm(cfg: &PriorConfig, index: u64, pos: usize, plan: &DatasetPlan, f
         if valid && plan.num_classes.is_some() {
             valid = class_sanity_check(&mut rng, &mut x, &mut y, d, plan.train_size);
         }
-        let categorical: Vec<usize> = keep.iter().enumerate().filter(|(_, c)| p.categorical[**c]).map(|(j, _)| j).collect();
+        let categorical: Vec<usize> =
+            keep.iter().enumerate().filter(|(_, c)| p.categorical[**c]).map(|(j, _)| j).collect();
         let layers = raw.layers;
         last = Some((x, y, d, categorical, valid, layers));
         if valid {
@@ -307,14 +350,7 @@ fn generate_scm(cfg: &PriorConfig, index: u64, pos: usize, plan: &DatasetPlan, f
         x_out[r * f..r * f + d].copy_from_slice(&x[r * d..(r + 1) * d]);
     }
     y_out[..rows].copy_from_slice(&y);
-    let realised_classes = if plan.num_classes.is_some() {
-        let mut v: Vec<i64> = y.iter().map(|&v| v as i64).collect();
-        v.sort_unstable();
-        v.dedup();
-        v.len()
-    } else {
-        0
-    };
+    let realised_classes = if plan.num_classes.is_some() { count_labels(&y) } else { 0 };
     DatasetMeta {
         prior: plan.kind.name(),
         group: plan.group,
@@ -325,12 +361,20 @@ fn generate_scm(cfg: &PriorConfig, index: u64, pos: usize, plan: &DatasetPlan, f
         categorical,
         attempts,
         valid,
-        hp: fmt_hp(hp),
+        hp: fmt_hp(plan.kind, hp),
         layers,
     }
 }
 
-fn generate_dummy(cfg: &PriorConfig, index: u64, pos: usize, plan: &DatasetPlan, f: usize, x_out: &mut [f32], y_out: &mut [f32]) -> DatasetMeta {
+fn generate_dummy(
+    cfg: &PriorConfig,
+    index: u64,
+    pos: usize,
+    plan: &DatasetPlan,
+    f: usize,
+    x_out: &mut [f32],
+    y_out: &mut [f32],
+) -> DatasetMeta {
     let mut rng = Key::new(cfg.seed, [domain::DATASET, index, pos as u64, 0]).rng();
     let rows = plan.seq_len;
     rng.fill_normal(&mut x_out[..rows * f], 0.0, 1.0);
@@ -347,12 +391,15 @@ fn generate_dummy(cfg: &PriorConfig, index: u64, pos: usize, plan: &DatasetPlan,
         num_features: f,
         d: f,
         num_classes: plan.num_classes,
-        realised_classes: plan.num_classes.unwrap_or(0),
+        realised_classes: plan.num_classes.map_or(0, |_| count_labels(&y_out[..rows])),
         attempts: 1,
         valid: true,
         ..Default::default()
     }
 }
+
+/// One dataset's slot: (position, ((X rows, y rows), plan)).
+type WorkItem<'a> = (usize, ((&'a mut [f32], &'a mut [f32]), &'a DatasetPlan));
 
 /// Generates batch `index` on `threads` threads (a fork-safe pool of this process).
 pub fn generate_batch(cfg: &PriorConfig, index: u64, threads: usize) -> Batch {
@@ -362,7 +409,7 @@ pub fn generate_batch(cfg: &PriorConfig, index: u64, threads: usize) -> Batch {
     let f = cfg.max_features;
     let mut x = vec![0.0f32; b * t * f];
     let mut y = vec![0.0f32; b * t];
-    let work = |(pos, ((xs, ys), plan)): (usize, ((&mut [f32], &mut [f32]), &DatasetPlan))| match plan.kind {
+    let work = |(pos, ((xs, ys), plan)): WorkItem<'_>| match plan.kind {
         Kind::Dummy => generate_dummy(cfg, index, pos, plan, f, xs, ys),
         _ => generate_scm(cfg, index, pos, plan, f, xs, ys),
     };

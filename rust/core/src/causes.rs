@@ -13,7 +13,13 @@ pub enum CauseKind {
 }
 
 /// Samples causes into a new row-major matrix and returns the kind of every column.
-pub fn sample_causes(rng: &mut Rng, rows: usize, cols: usize, sampling: Sampling, pre_stats: bool) -> (Vec<f32>, Vec<CauseKind>) {
+pub fn sample_causes(
+    rng: &mut Rng,
+    rows: usize,
+    cols: usize,
+    sampling: Sampling,
+    pre_stats: bool,
+) -> (Vec<f32>, Vec<CauseKind>) {
     let mut x = vec![0.0f32; rows * cols];
     // Per-column mean m ~ N(0,1) and std |N(0,1) * m|, drawn up front as the reference does.
     let stats: Option<Vec<(f64, f64)>> = pre_stats.then(|| {

@@ -75,10 +75,22 @@ pub struct PriorConfig {
     pub train_size: TrainSize,
     pub replay_small: bool,
     pub fixed_hp: FixedHp,
+    #[serde(deserialize_with = "sampled_hp_by_key")]
     pub sampled_hp: BTreeMap<String, HpSpec>,
     /// Attempts per dataset before the last (invalid) one is kept, as TabICL (100).
     #[serde(default = "default_max_attempts")]
     pub max_attempts: usize,
+}
+
+/// Parses each `scm_sampled_hp` entry on its own so an error names the key.
+fn sampled_hp_by_key<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, HpSpec>, D::Error> {
+    let raw: BTreeMap<String, Value> = BTreeMap::deserialize(d)?;
+    raw.into_iter()
+        .map(|(key, value)| match serde_json::from_value::<HpSpec>(value) {
+            Ok(spec) => Ok((key, spec)),
+            Err(e) => Err(serde::de::Error::custom(format!("scm_sampled_hp['{key}'] is invalid: {e}"))),
+        })
+        .collect()
 }
 
 fn default_max_attempts() -> usize {
@@ -103,7 +115,8 @@ macro_rules! bail {
 
 impl PriorConfig {
     pub fn from_json(s: &str) -> Result<Self, ConfigError> {
-        let cfg: PriorConfig = serde_json::from_str(s).map_err(|e| ConfigError(format!("invalid prior configuration: {e}")))?;
+        let cfg: PriorConfig =
+            serde_json::from_str(s).map_err(|e| ConfigError(format!("invalid prior configuration: {e}")))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -147,7 +160,9 @@ impl PriorConfig {
         match self.train_size {
             TrainSize::Fraction { min, max } => {
                 if !(min > 0.0 && min <= max && max < 1.0) {
-                    bail!("min_train_size={min}, max_train_size={max} are invalid: fractions must satisfy 0 < min <= max < 1");
+                    bail!(
+                        "min_train_size={min}, max_train_size={max} are invalid: fractions must satisfy 0 < min <= max < 1"
+                    );
                 }
             }
             TrainSize::Count { min, max } => {
@@ -170,7 +185,9 @@ impl PriorConfig {
         if !(p0 >= 0.0 && p1 >= 0.0 && (p0 + p1 - 1.0).abs() < 1e-6) {
             bail!("scm_fixed_hp['mix_probs']=({p0}, {p1}) is invalid: two non-negative probabilities summing to 1");
         }
-        for (name, v) in [("tree_depth_lambda", f.tree_depth_lambda), ("tree_n_estimators_lambda", f.tree_n_estimators_lambda)] {
+        for (name, v) in
+            [("tree_depth_lambda", f.tree_depth_lambda), ("tree_n_estimators_lambda", f.tree_n_estimators_lambda)]
+        {
             if !(v > 0.0 && v.is_finite()) {
                 bail!("scm_fixed_hp['{name}']={v} is invalid: must be a positive finite number");
             }
@@ -188,9 +205,8 @@ impl PriorConfig {
         if self.max_attempts == 0 {
             bail!("max_attempts=0 is invalid: must be >= 1");
         }
-        if matches!(self.prior_type, PriorType::MlpScm | PriorType::TreeScm | PriorType::MixScm) {
-            SampledHp::check_spec(&self.sampled_hp, &f.overrides)?;
-        }
+        // Checked for every prior type: a typo is an error even where the key is unused.
+        SampledHp::check_spec(&self.sampled_hp, &f.overrides)?;
         Ok(())
     }
 }

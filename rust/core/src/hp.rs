@@ -197,7 +197,9 @@ fn check_value(key: &str, kind: Kind, v: &Value) -> Result<(), ConfigError> {
         },
         Kind::Activations => match v.as_str() {
             Some(s) if is_activation(s) => {}
-            _ => return bad(&format!("must be an activation name: one of {:?} or '{RANDOM_CHOICE}'", BASE_ACTIVATIONS)),
+            _ => {
+                return bad(&format!("must be an activation name: one of {:?} or '{RANDOM_CHOICE}'", BASE_ACTIVATIONS));
+            }
         },
     }
     Ok(())
@@ -209,16 +211,23 @@ fn is_activation(s: &str) -> bool {
 
 impl SampledHp {
     /// Validates `scm_sampled_hp` and the fixed values given for sampled keys.
-    pub fn check_spec(specs: &BTreeMap<String, HpSpec>, overrides: &BTreeMap<String, Value>) -> Result<(), ConfigError> {
+    pub fn check_spec(
+        specs: &BTreeMap<String, HpSpec>,
+        overrides: &BTreeMap<String, Value>,
+    ) -> Result<(), ConfigError> {
         for (key, v) in overrides {
             let kind = kind_of(key).ok_or_else(|| {
-                ConfigError(format!("scm_fixed_hp key '{key}' is unknown: allowed keys are {:?} and the fixed keys", known_keys()))
+                ConfigError(format!(
+                    "scm_fixed_hp key '{key}' is unknown: allowed keys are {:?} and the fixed keys",
+                    known_keys()
+                ))
             })?;
             check_value(key, kind, v).map_err(|e| ConfigError(e.0.replace("scm_sampled_hp", "scm_fixed_hp")))?;
         }
         for (key, spec) in specs {
-            let kind = kind_of(key)
-                .ok_or_else(|| ConfigError(format!("scm_sampled_hp key '{key}' is unknown: allowed keys are {:?}", known_keys())))?;
+            let kind = kind_of(key).ok_or_else(|| {
+                ConfigError(format!("scm_sampled_hp key '{key}' is unknown: allowed keys are {:?}", known_keys()))
+            })?;
             let err = |what: String| Err(ConfigError(format!("scm_sampled_hp['{key}'] is invalid: {what}")));
             let numeric = matches!(kind, Kind::Int(_) | Kind::Float(..));
             match spec {
@@ -247,12 +256,16 @@ impl SampledHp {
                 }
                 HpSpec::MetaBeta { scale, min, max } => {
                     if !(*min > 0.0 && min <= max && *scale >= 0.0) {
-                        return err(format!("meta_beta needs 0 < min <= max and scale >= 0 (got min={min}, max={max}, scale={scale})"));
+                        return err(format!(
+                            "meta_beta needs 0 < min <= max and scale >= 0 (got min={min}, max={max}, scale={scale})"
+                        ));
                     }
                 }
                 HpSpec::MetaGamma { max_alpha, max_scale, lower_bound, .. } => {
                     if !(*max_alpha > 1.0 && *max_scale > 0.0) {
-                        return err(format!("meta_gamma needs max_alpha > 1 and max_scale > 0 (got {max_alpha}, {max_scale})"));
+                        return err(format!(
+                            "meta_gamma needs max_alpha > 1 and max_scale > 0 (got {max_alpha}, {max_scale})"
+                        ));
                     }
                     check_lower(key, kind, *lower_bound)?;
                 }
@@ -309,21 +322,30 @@ impl SampledHp {
                     let alpha = rng.range(0.0, max_alpha.ln());
                     let scale = rng.range(0.0, *max_scale);
                     let shape = alpha.exp();
-                    GroupDraw::Gamma { shape, scale: (scale / shape).max(1e-12), lower_bound: *lower_bound, round: *round }
+                    GroupDraw::Gamma {
+                        shape,
+                        scale: (scale / shape).max(1e-12),
+                        lower_bound: *lower_bound,
+                        round: *round,
+                    }
                 }
-                HpSpec::MetaTruncNorm { min_mean, max_mean, min_std, max_std, lower_bound, round } => GroupDraw::TruncNorm {
-                    mu: rng.range(*min_mean, *max_mean),
-                    sigma: rng.range(*min_std, *max_std),
-                    lower_bound: *lower_bound,
-                    round: *round,
-                },
+                HpSpec::MetaTruncNorm { min_mean, max_mean, min_std, max_std, lower_bound, round } => {
+                    GroupDraw::TruncNorm {
+                        mu: rng.range(*min_mean, *max_mean),
+                        sigma: rng.range(*min_std, *max_std),
+                        lower_bound: *lower_bound,
+                        round: *round,
+                    }
+                }
                 HpSpec::MetaTruncNormLogScaled { min_mean, max_mean, min_std, max_std, lower_bound, round } => {
                     let mu = rng.range(min_mean.ln(), max_mean.ln()).exp();
                     let sigma = mu * rng.range(min_std.ln(), max_std.ln()).exp();
                     GroupDraw::TruncNorm { mu, sigma, lower_bound: *lower_bound, round: *round }
                 }
                 HpSpec::Uniform { min, max } => GroupDraw::Value(Value::from(rng.range(*min, *max))),
-                HpSpec::UniformInt { min, max } => GroupDraw::Value(Value::from(rng.range(*min, *max).round_ties_even())),
+                HpSpec::UniformInt { min, max } => {
+                    GroupDraw::Value(Value::from(rng.range(*min, *max).round_ties_even()))
+                }
                 HpSpec::Beta { a, b } => GroupDraw::Value(Value::from(rng.beta(*a, *b))),
                 HpSpec::Fixed { value } => GroupDraw::Value(value.clone()),
             };
@@ -360,8 +382,12 @@ impl GroupHp {
                     v.clone()
                 }
                 GroupDraw::Beta { scale, a, b } => Value::from(scale * rng.beta(*a, *b)),
-                GroupDraw::Gamma { shape, scale, lower_bound, round } => finish(rng.gamma(*shape, *scale), *lower_bound, *round),
-                GroupDraw::TruncNorm { mu, sigma, lower_bound, round } => finish(trunc_norm(rng, *mu, *sigma), *lower_bound, *round),
+                GroupDraw::Gamma { shape, scale, lower_bound, round } => {
+                    finish(rng.gamma(*shape, *scale), *lower_bound, *round)
+                }
+                GroupDraw::TruncNorm { mu, sigma, lower_bound, round } => {
+                    finish(trunc_norm(rng, *mu, *sigma), *lower_bound, *round)
+                }
                 GroupDraw::Activations(s) => {
                     out.activations = Some(s.clone());
                     continue;

@@ -121,7 +121,8 @@ pub fn reg2cls(
     fixed: &FixedHp,
     max_features: usize,
 ) -> Processed {
-    let mut columns: Vec<Vec<f64>> = (0..cols).map(|c| (0..rows).map(|r| f64::from(x[r * cols + c])).collect()).collect();
+    let mut columns: Vec<Vec<f64>> =
+        (0..cols).map(|c| (0..rows).map(|r| f64::from(x[r * cols + c])).collect()).collect();
     let mut is_cat = vec![false; cols];
     if rng.uniform() < fixed.cat_prob {
         let col_prob = rng.uniform();

@@ -164,7 +164,14 @@ pub fn mlp_scm(rng: &mut Rng, rows: usize, num_features: usize, hp: &ScmHp) -> R
 }
 
 /// Causal mode: X and y are columns of the concatenated block outputs.
-fn pick_causal(rng: &mut Rng, rows: usize, nf: usize, hidden: usize, kept: &[Vec<f32>], hp: &ScmHp) -> (Vec<f32>, Vec<f32>) {
+fn pick_causal(
+    rng: &mut Rng,
+    rows: usize,
+    nf: usize,
+    hidden: usize,
+    kept: &[Vec<f32>],
+    hp: &ScmHp,
+) -> (Vec<f32>, Vec<f32>) {
     let total = hidden * kept.len();
     let at = |r: usize, c: usize| kept[c / hidden][r * hidden + c % hidden];
     let perm: Vec<usize> = if hp.in_clique {
@@ -195,7 +202,14 @@ fn tree_size(rng: &mut Rng, base: usize, lambda: f64) -> usize {
 }
 
 /// The tree SCM: boosted trees fitted to random targets shape y from the causes.
-pub fn tree_scm(rng: &mut Rng, rows: usize, num_features: usize, hp: &ScmHp, depth_lambda: f64, n_est_lambda: f64) -> RawDataset {
+pub fn tree_scm(
+    rng: &mut Rng,
+    rows: usize,
+    num_features: usize,
+    hp: &ScmHp,
+    depth_lambda: f64,
+    n_est_lambda: f64,
+) -> RawDataset {
     // The tree SCM draws its own depth and width and is always non-causal.
     let num_layers = rng.randint(1, 3) as usize;
     let hidden = rng.randint(3, 10) as usize;

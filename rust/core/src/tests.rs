@@ -55,7 +55,7 @@ fn batches_have_the_documented_shape() {
     assert_eq!(b.x.len(), 8 * 128 * 12);
     for i in 0..8 {
         let d = b.d[i] as usize;
-        assert!(d >= 1 && d <= 12);
+        assert!((1..=12).contains(&d));
         // Zero padding beyond d.
         for r in 0..128 {
             assert!(b.x[(i * 128 + r) * 12 + d..(i * 128 + r + 1) * 12].iter().all(|&v| v == 0.0));

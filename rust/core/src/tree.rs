@@ -48,14 +48,7 @@ const MIN_SPLIT_GAIN: f64 = 1e-6;
 /// Empty inputs (`n == 0` or `o == 0`) give an empty result. Without usable features
 /// (`p == 0`, or every column constant) or with `max_depth == 0`, every tree is a single
 /// leaf, so the result is the per-output mean of `y`.
-pub fn fit_predict(
-    x: &[f32],
-    n: usize,
-    p: usize,
-    y: &[f32],
-    o: usize,
-    params: &BoosterParams,
-) -> Vec<f32> {
+pub fn fit_predict(x: &[f32], n: usize, p: usize, y: &[f32], o: usize, params: &BoosterParams) -> Vec<f32> {
     assert_eq!(x.len(), n * p, "x must hold n * p values");
     assert_eq!(y.len(), n * o, "y must hold n * o values");
     if n == 0 || o == 0 {
@@ -95,8 +88,8 @@ pub fn fit_predict(
 #[cfg(target_arch = "x86_64")]
 mod lanes {
     use std::arch::x86_64::{
-        __m128d, _mm_add_pd, _mm_cvtsd_f64, _mm_loadu_pd, _mm_mul_pd, _mm_setzero_pd,
-        _mm_storeu_pd, _mm_sub_pd, _mm_unpackhi_pd,
+        __m128d, _mm_add_pd, _mm_cvtsd_f64, _mm_loadu_pd, _mm_mul_pd, _mm_setzero_pd, _mm_storeu_pd, _mm_sub_pd,
+        _mm_unpackhi_pd,
     };
 
     /// Two f64 lanes in an SSE2 register. A vector type rather than an array: with arrays
@@ -672,14 +665,7 @@ fn leaf_value<W: Width>(ctx: &Ctx<'_, W>, total: &[f64], count: usize, leaf: &mu
 }
 
 /// Adds the leaf of a node with gradient sum `total` to its `rows` (packed entries).
-fn add_leaf<W: Width>(
-    ctx: &Ctx<'_, W>,
-    total: &[f64],
-    rows: &[u32],
-    mask: u32,
-    leaf: &mut [f32],
-    pred: &mut [f32],
-) {
+fn add_leaf<W: Width>(ctx: &Ctx<'_, W>, total: &[f64], rows: &[u32], mask: u32, leaf: &mut [f32], pred: &mut [f32]) {
     let o = ctx.o;
     leaf_value(ctx, total, rows.len(), leaf);
     for &e in rows {
