@@ -489,7 +489,9 @@ def test_metadata_consistent_with_batch(prior_type: str, extra: dict) -> None:
             assert isinstance(m["attempts"], int) and m["attempts"] >= 1
             assert isinstance(m["valid"], bool)
             # The tree SCM draws its own depth and width: its metadata lists only what it uses.
-            hp_keys = {"sampling", "noise_std"} if m["prior_type"] == "tree_scm" else {"num_layers", "hidden_dim"}
+            hp_keys = (
+                {"sampling", "noise_std"} if m["prior_type"] == "tree_scm" else {"num_layers", "hidden_dim"}
+            )
             assert isinstance(m["hp"], dict) and hp_keys | {"sampling"} <= set(m["hp"])
             if m["prior_type"] == "tree_scm":
                 assert "num_layers" not in m["hp"] and 2 <= len(m["layers"]) <= 3

@@ -191,7 +191,9 @@ def _fixed_hp(fixed: Any) -> dict[str, Any]:
             elif _is_real(value) and value == int(value) and value >= 2:
                 out[key] = int(value)
             else:
-                raise ValueError(f"scm_fixed_hp['max_categories']={value!r} is invalid: an integer >= 2 or inf")
+                raise ValueError(
+                    f"scm_fixed_hp['max_categories']={value!r} is invalid: an integer >= 2 or inf"
+                )
         elif key == "mix_probs":
             if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_real(p) for p in value)):
                 raise ValueError(

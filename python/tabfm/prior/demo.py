@@ -15,13 +15,18 @@ from tabfm.prior import PRIOR_TYPES, PriorDataset
 
 def summarize(prior_type: str, batches: int, batch_size: int, n_jobs: int, seed: int) -> dict[str, float]:
     ds = PriorDataset(
-        batch_size=batch_size, prior_type=prior_type, max_features=100, max_seq_len=1024, n_jobs=n_jobs, seed=seed
+        batch_size=batch_size,
+        prior_type=prior_type,
+        max_features=100,
+        max_seq_len=1024,
+        n_jobs=n_jobs,
+        seed=seed,
     )
     ds.get_batch(0)  # start the thread pool outside the timed region
     d, classes, attempts, cat, cells = [], [], [], [], 0
     start = time.perf_counter()
     for index in range(1, batches + 1):
-        x, y, dd, seq_lens, _, meta = ds.get_batch(index, return_meta=True)
+        _, _, dd, seq_lens, _, meta = ds.get_batch(index, return_meta=True)
         cells += int((dd * seq_lens).sum())
         d += dd.tolist()
         classes += [m["realised_classes"] for m in meta]

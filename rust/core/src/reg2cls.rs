@@ -4,48 +4,78 @@
 use crate::config::FixedHp;
 use crate::rng::Rng;
 
-/// Mean and std (ddof = 1 when the column has more than one row) of the values in
-/// [lo, hi]; NaN never falls in the range. NaN results where no value qualifies.
-fn mean_std_within(v: &[f64], lo: f64, hi: f64) -> (f64, f64) {
-    // Branch-free selects: the range test is almost always true and NaN must not leak.
-    let (mut n, mut s) = (0usize, 0.0);
-    for &x in v {
-        let inside = x >= lo && x <= hi;
-        n += usize::from(inside);
-        s += if inside { x } else { 0.0 };
-    }
-    if n == 0 {
-        return (f64::NAN, f64::NAN);
-    }
-    let mean = s / n as f64;
-    let mut ss = 0.0;
-    for &x in v {
-        let d = if x >= lo && x <= hi { x - mean } else { 0.0 };
-        ss += d * d;
-    }
-    let ddof = usize::from(v.len() > 1);
-    let std = if n > ddof { (ss / (n - ddof) as f64).sqrt() } else { f64::NAN };
-    (mean, std)
+/// Running shifted moments: one pass gives mean and std; shifting by a value near the
+/// mean keeps the single-pass variance free of cancellation.
+#[derive(Clone, Copy)]
+struct Moments {
+    shift: f64,
+    n: usize,
+    s1: f64,
+    s2: f64,
 }
 
-/// NaN-aware mean and std.
-fn nan_mean_std(v: &[f64]) -> (f64, f64) {
-    mean_std_within(v, f64::NEG_INFINITY, f64::INFINITY)
+impl Moments {
+    fn new(shift: f64) -> Self {
+        Moments { shift: if shift.is_finite() { shift } else { 0.0 }, n: 0, s1: 0.0, s2: 0.0 }
+    }
+
+    #[inline(always)]
+    fn push_if(&mut self, x: f64, keep: bool) {
+        // Branch-free select: the test is almost always true and NaN must not leak.
+        let d = if keep { x - self.shift } else { 0.0 };
+        self.n += usize::from(keep);
+        self.s1 += d;
+        self.s2 += d * d;
+    }
+
+    /// Mean and std (ddof = 1 when the column has more than one row, as the reference);
+    /// NaN where no value was pushed.
+    fn mean_std(&self, len: usize) -> (f64, f64) {
+        if self.n == 0 {
+            return (f64::NAN, f64::NAN);
+        }
+        let n = self.n as f64;
+        let mean = self.shift + self.s1 / n;
+        let ddof = usize::from(len > 1);
+        let std = if self.n > ddof {
+            ((self.s2 - self.s1 * self.s1 / n).max(0.0) / (self.n - ddof) as f64).sqrt()
+        } else {
+            f64::NAN
+        };
+        (mean, std)
+    }
 }
 
-/// Two-pass clamp: statistics of the values within `threshold` sigma, then clamp to
-/// mean +- threshold * sigma of those.
-pub fn outlier_removing(v: &mut [f64], threshold: f64) {
-    let (mean, std) = nan_mean_std(v);
+fn first_finite(v: &[f64]) -> f64 {
+    v.iter().copied().find(|x| x.is_finite()).unwrap_or(0.0)
+}
+
+/// Mean and std of the values in [lo, hi] (NaN never falls in the range).
+fn mean_std_within(v: &[f64], lo: f64, hi: f64, shift: f64) -> (f64, f64) {
+    let mut m = Moments::new(shift);
+    for &x in v {
+        m.push_if(x, x >= lo && x <= hi);
+    }
+    m.mean_std(v.len())
+}
+
+/// Clamp bounds of the two-pass outlier rule: statistics of the values within
+/// `threshold` sigma, then mean +- threshold * sigma of those.
+fn outlier_bounds(v: &[f64], threshold: f64) -> (f64, f64) {
+    let (mean, std) = mean_std_within(v, f64::NEG_INFINITY, f64::INFINITY, first_finite(v));
     let cut = std.max(1e-6) * threshold;
-    let (mut m2, s2) = mean_std_within(v, mean - cut, mean + cut);
+    let (mut m2, s2) = mean_std_within(v, mean - cut, mean + cut, mean);
     let s2 = if s2.is_nan() { 0.0 } else { s2.max(1e-6) };
     if m2.is_nan() {
         m2 = mean;
     }
     let (lo, hi) = (m2 - s2 * threshold, m2 + s2 * threshold);
-    let lo = if lo.is_nan() { f64::NEG_INFINITY } else { lo };
-    let hi = if hi.is_nan() { f64::INFINITY } else { hi };
+    (if lo.is_nan() { f64::NEG_INFINITY } else { lo }, if hi.is_nan() { f64::INFINITY } else { hi })
+}
+
+/// Two-pass 4-sigma style clamp (NaN stays NaN).
+pub fn outlier_removing(v: &mut [f64], threshold: f64) {
+    let (lo, hi) = outlier_bounds(v, threshold);
     for x in v.iter_mut() {
         if !x.is_nan() {
             *x = x.clamp(lo, hi);
@@ -55,11 +85,29 @@ pub fn outlier_removing(v: &mut [f64], threshold: f64) {
 
 /// `(x - mean) / max(std, 1e-6)`, clipped to +-100.
 pub fn standard_scaling(v: &mut [f64]) {
-    let (mean, std) = nan_mean_std(v);
+    let (mean, std) = mean_std_within(v, f64::NEG_INFINITY, f64::INFINITY, first_finite(v));
+    scale_with(v, mean, std);
+}
+
+fn scale_with(v: &mut [f64], mean: f64, std: f64) {
     let inv = 1.0 / std.max(1e-6);
     for x in v.iter_mut() {
         *x = ((*x - mean) * inv).clamp(-100.0, 100.0);
     }
+}
+
+/// `outlier_removing` then `standard_scaling`, with the clamp pass also gathering the
+/// scaling statistics (4 passes instead of 8; this runs on every column).
+pub fn clamp_and_scale(v: &mut [f64], threshold: f64) {
+    let (lo, hi) = outlier_bounds(v, threshold);
+    let mut m = Moments::new((lo + hi) / 2.0);
+    for x in v.iter_mut() {
+        let c = if x.is_nan() { *x } else { x.clamp(lo, hi) };
+        *x = c;
+        m.push_if(c, !c.is_nan());
+    }
+    let (mean, std) = m.mean_std(v.len());
+    scale_with(v, mean, std);
 }
 
 /// Maps the distinct labels to 0..C-1 in sorted order, then applies a random permutation.
@@ -139,8 +187,7 @@ pub fn reg2cls(
         }
     }
     for col in &mut columns {
-        outlier_removing(col, 4.0);
-        standard_scaling(col);
+        clamp_and_scale(col, 4.0);
     }
     let perm: Vec<usize> = if fixed.permute_features { rng.permutation(cols) } else { (0..cols).collect() };
     let scale = if fixed.scale_by_max_features { cols as f64 / max_features as f64 } else { 1.0 };
@@ -153,8 +200,7 @@ pub fn reg2cls(
     let categorical = perm.iter().map(|&p| is_cat[p]).collect();
 
     let mut yv: Vec<f64> = y.iter().map(|&v| f64::from(v)).collect();
-    outlier_removing(&mut yv, 4.0);
-    standard_scaling(&mut yv);
+    clamp_and_scale(&mut yv, 4.0);
     let y = match num_classes {
         None => yv.iter().map(|&v| v as f32).collect(),
         Some(k) => {
@@ -188,6 +234,23 @@ mod tests {
         outlier_removing(&mut v, 4.0);
         assert!(v[0] < 6.0, "{}", v[0]);
         assert!(v[1..].iter().all(|x| x.abs() < 6.0));
+    }
+
+    #[test]
+    fn fused_clamp_and_scale_matches_the_two_steps() {
+        let mut rng = Key::new(4, [domain::TEST, 203, 0, 0]).rng();
+        for case in 0..20 {
+            let mut a: Vec<f64> = (0..777).map(|_| 1e3 + rng.normal() * (1.0 + case as f64)).collect();
+            a[3] = 1e9;
+            a[5] = f64::NAN;
+            let mut b = a.clone();
+            outlier_removing(&mut a, 4.0);
+            standard_scaling(&mut a);
+            clamp_and_scale(&mut b, 4.0);
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() < 1e-9 || (x.is_nan() && y.is_nan()), "{x} {y}");
+            }
+        }
     }
 
     #[test]
