@@ -119,9 +119,9 @@ PIN_CONFIG = dict(
 )
 PIN_INDEX = 7
 PINNED = {
-    "mlp_scm": "3f985285f5b393a7ae7359d759bd02f604d71240a3e5fc7366751e487d51425d",
+    "mlp_scm": "abd352be303090ddfb8f8774efb132f6fbeccb3934818b9d2565160e46c8a733",
     "tree_scm": "2c0ef90aaf56dc964aaf568ecf48f6b6429cc12b511c86b19669a274c94113ca",
-    "mix_scm": "a6cc1a51ab873c1cd9ffa306c1ae6c1c3a504e09ae6873de131d859c85af25ae",
+    "mix_scm": "08f324a73d798ef75c0bfe888a7d72eb01d4f43cf5b43a05b9834ed04d56db35",
     "dummy": "43e8195e0ca99c3cd882057dd0207f203f18c5f795fd7b7c605a3febe6e717ed",
 }
 PINNED_DUMMY_X = "eff17cc9d1b25068bc156682bbefc2d31b9968ba99285ea563859fb5786ff868"
