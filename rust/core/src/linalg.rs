@@ -3,17 +3,20 @@
 /// `out (n x m) = a (n x k) * w^T + bias`, where `w` is stored (m x k) row-major as a
 /// PyTorch `Linear` weight. Single-threaded: parallelism is across datasets.
 pub fn linear(a: &[f32], n: usize, k: usize, w: &[f32], m: usize, bias: &[f32], out: &mut [f32]) {
-    debug_assert_eq!(a.len(), n * k);
-    debug_assert_eq!(w.len(), m * k);
-    debug_assert_eq!(out.len(), n * m);
     for row in out.chunks_exact_mut(m) {
         row.copy_from_slice(bias);
     }
+    linear_accumulate(a, n, k, w, m, out);
+}
+
+/// `out += a * w^T` (same layouts as [`linear`]): lets callers pre-fill `out` with
+/// noise and bias so the layer needs no extra pass.
+pub fn linear_accumulate(a: &[f32], n: usize, k: usize, w: &[f32], m: usize, out: &mut [f32]) {
+    assert!(a.len() == n * k && w.len() == m * k && out.len() == n * m, "linear: shape mismatch");
     if n == 0 || m == 0 || k == 0 {
         return;
     }
-    // SAFETY: the slices are exactly n*k, m*k and n*m long (asserted above in debug builds,
-    // guaranteed by every caller), and the strides describe those row-major layouts; w is
+    // SAFETY: the slices are exactly n*k, m*k and n*m long (asserted above), and the strides describe those row-major layouts; w is
     // read as its transpose through (row stride 1, column stride k).
     unsafe {
         matrixmultiply::sgemm(

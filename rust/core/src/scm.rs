@@ -3,7 +3,7 @@
 use crate::activations::Activation;
 use crate::causes::{CauseKind, sample_causes};
 use crate::hp::ScmHp;
-use crate::linalg::linear;
+use crate::linalg::{linear, linear_accumulate};
 use crate::rng::Rng;
 use crate::tree::{BoosterParams, fit_predict};
 
@@ -39,25 +39,41 @@ impl Noise {
         }
     }
 
-    fn add(&self, rng: &mut Rng, h: &mut [f32], cols: usize) {
+    /// Writes this layer's noise plus `bias` into `out` (rows x cols), the starting value of
+    /// the layer's matrix product.
+    fn init(&self, rng: &mut Rng, out: &mut [f32], bias: &[f32]) {
         match self {
-            Noise::None => {}
-            Noise::Scalar(s) => {
-                let mut e = vec![0.0f32; h.len()];
-                rng.fill_normal(&mut e, 0.0, *s);
-                for (v, e) in h.iter_mut().zip(&e) {
-                    *v += e;
-                }
-            }
+            Noise::None => out.fill(0.0),
+            Noise::Scalar(s) => rng.fill_normal(out, 0.0, *s),
             Noise::PerUnit(s) => {
-                let mut e = vec![0.0f32; h.len()];
-                rng.fill_normal(&mut e, 0.0, 1.0);
-                for (row, er) in h.chunks_exact_mut(cols).zip(e.chunks_exact(cols)) {
-                    for ((v, sd), e) in row.iter_mut().zip(s).zip(er) {
-                        *v += sd * e;
+                rng.fill_normal(out, 0.0, 1.0);
+                for row in out.chunks_exact_mut(s.len()) {
+                    for (v, sd) in row.iter_mut().zip(s) {
+                        *v *= sd;
                     }
                 }
             }
+        }
+        for row in out.chunks_exact_mut(bias.len()) {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
+        }
+    }
+
+    /// Adds this layer's noise to `h` (rows x cols).
+    fn add(&self, rng: &mut Rng, h: &mut [f32]) {
+        if matches!(self, Noise::None) {
+            return;
+        }
+        let cols = match self {
+            Noise::PerUnit(s) => s.len(),
+            _ => 1,
+        };
+        let mut e = vec![0.0f32; h.len()];
+        self.init(rng, &mut e, &vec![0.0; cols]);
+        for (v, e) in h.iter_mut().zip(&e) {
+            *v += e;
         }
     }
 }
@@ -148,8 +164,8 @@ pub fn mlp_scm(rng: &mut Rng, rows: usize, num_features: usize, hp: &ScmHp) -> R
         names.push(act.name().to_string());
         act.apply(&mut h, rows, layer.fan_in);
         let mut next = vec![0.0f32; rows * layer.fan_out];
-        linear(&h, rows, layer.fan_in, &layer.w, layer.fan_out, &layer.b, &mut next);
-        layer.noise.add(rng, &mut next, layer.fan_out);
+        layer.noise.init(rng, &mut next, &layer.b);
+        linear_accumulate(&h, rows, layer.fan_in, &layer.w, layer.fan_out, &mut next);
         if hp.is_causal {
             kept.push(next.clone());
         }
@@ -241,7 +257,7 @@ pub fn tree_scm(
         let mut target = vec![0.0f32; rows * layer.fan_out];
         rng.fill_normal(&mut target, 0.0, 1.0);
         let mut next = fit_predict(&h, rows, layer.fan_in, &target, layer.fan_out, &layer.params);
-        layer.noise.add(rng, &mut next, layer.fan_out);
+        layer.noise.add(rng, &mut next);
         names.push(format!("trees(depth={}, n={})", layer.params.max_depth, layer.params.n_estimators));
         for v in &mut next {
             if v.is_nan() {
