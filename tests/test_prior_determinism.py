@@ -119,7 +119,7 @@ PIN_CONFIG = dict(
 )
 PIN_INDEX = 7
 PINNED = {
-    "mlp_scm": "abd352be303090ddfb8f8774efb132f6fbeccb3934818b9d2565160e46c8a733",
+    "mlp_scm": "eccc667500e663bec19a519273d4735d616066414c40dc5fc682bf0b4b09f698",
     "tree_scm": "2c0ef90aaf56dc964aaf568ecf48f6b6429cc12b511c86b19669a274c94113ca",
     "mix_scm": "08f324a73d798ef75c0bfe888a7d72eb01d4f43cf5b43a05b9834ed04d56db35",
     "dummy": "43e8195e0ca99c3cd882057dd0207f203f18c5f795fd7b7c605a3febe6e717ed",
