@@ -7,8 +7,8 @@
 //! the result is identical for any number of threads.
 
 use std::sync::Arc;
-
-use rayon::prelude::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use crate::config::{PriorConfig, PriorType, TrainSize};
 use crate::hp::{GroupHp, SampledHp, ScmHp};
@@ -398,6 +398,22 @@ fn generate_dummy(
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Relative cost of a dataset, for scheduling only (rows x work per row).
+fn estimated_cost(plan: &DatasetPlan) -> f64 {
+    let per_row = match (plan.kind, &plan.hp) {
+        (Kind::Mlp, Some(hp)) => {
+            (hp.num_layers * hp.hidden_dim.max(plan.num_features)) as f64 + plan.num_features as f64
+        }
+        (Kind::Tree, _) => 6.0 * plan.num_features as f64,
+        _ => plan.max_features as f64,
+    };
+    plan.seq_len as f64 * per_row
+}
+
 /// One dataset's slot: (position, ((X rows, y rows), plan)).
 type WorkItem<'a> = (usize, ((&'a mut [f32], &'a mut [f32]), &'a DatasetPlan));
 
@@ -416,15 +432,36 @@ pub fn generate_batch(cfg: &PriorConfig, index: u64, threads: usize) -> Batch {
     let meta: Vec<DatasetMeta> = if threads <= 1 || b <= 1 {
         x.chunks_mut(t * f).zip(y.chunks_mut(t)).zip(plans.iter()).enumerate().map(work).collect()
     } else {
-        pool::pool(threads).install(|| {
-            x.par_chunks_mut(t * f)
-                .zip(y.par_chunks_mut(t))
-                .zip(plans.par_iter())
-                .enumerate()
-                .with_max_len(1)
-                .map(work)
-                .collect()
-        })
+        // Dataset costs differ by orders of magnitude (a 12-layer, 250-wide MLP next to a
+        // 2-layer tree). Threads pull datasets from one queue, most expensive first, so a
+        // large one never starts last and leaves the other threads idle at the end.
+        let mut order: Vec<usize> = (0..b).collect();
+        order.sort_by(|&i, &j| estimated_cost(&plans[j]).total_cmp(&estimated_cost(&plans[i])));
+        let slots: Vec<Mutex<Option<WorkItem<'_>>>> = x
+            .chunks_mut(t * f)
+            .zip(y.chunks_mut(t))
+            .zip(plans.iter())
+            .enumerate()
+            .map(|item| Mutex::new(Some(item)))
+            .collect();
+        let done: Vec<Mutex<Option<DatasetMeta>>> = (0..b).map(|_| Mutex::new(None)).collect();
+        let next = AtomicUsize::new(0);
+        pool::pool(threads).scope(|scope| {
+            for _ in 0..threads.min(b) {
+                scope.spawn(|_| {
+                    loop {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        if k >= b {
+                            break;
+                        }
+                        let pos = order[k];
+                        let item = lock(&slots[pos]).take().expect("each dataset is taken once");
+                        *lock(&done[pos]) = Some(work(item));
+                    }
+                });
+            }
+        });
+        done.into_iter().map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner).expect("generated")).collect()
     };
     Batch {
         b,

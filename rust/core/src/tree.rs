@@ -342,52 +342,25 @@ fn ordered_bits(v: f32) -> u32 {
 /// library's unstable sort only modestly (~8 vs ~9 us): the exponent byte of typical data
 /// falls into a few buckets, which serialises that pass on its bucket counters.
 fn radix_sort_high(keys: &mut Vec<u64>, tmp: &mut Vec<u64>) {
-    // The keys are split into PARTS consecutive parts with their own counters, visited in
-    // lockstep: runs of equal digits (the exponent byte of typical data has few values)
-    // then form PARTS independent chains through memory instead of one. Part s of a bucket
-    // lands after parts 0..s of it, so the sort stays stable.
-    const PARTS: usize = 4;
-    let n = keys.len();
-    let q = n / PARTS;
-    let digit = |k: u64, shift: usize| ((k >> shift) & 0xff) as usize;
-    let mut counts = [[[0u32; 256]; PARTS]; 4];
-    for i in 0..q {
-        for s in 0..PARTS {
-            let k = keys[s * q + i];
-            for (b, c) in counts.iter_mut().enumerate() {
-                c[s][digit(k, 32 + 8 * b)] += 1;
-            }
-        }
-    }
-    for &k in &keys[PARTS * q..] {
+    let mut counts = [[0u32; 256]; 4];
+    for &k in keys.iter() {
         for (b, c) in counts.iter_mut().enumerate() {
-            c[PARTS - 1][digit(k, 32 + 8 * b)] += 1;
+            c[((k >> (32 + 8 * b)) & 0xff) as usize] += 1;
         }
     }
     for (b, c) in counts.iter().enumerate() {
         let shift = 32 + 8 * b;
-        let d0 = digit(keys[0], shift);
-        if c.iter().map(|c| c[d0] as usize).sum::<usize>() == n {
+        if c[((keys[0] >> shift) & 0xff) as usize] as usize == keys.len() {
             continue;
         }
-        let mut next = [[0u32; 256]; PARTS];
+        let mut next = [0u32; 256];
         let mut sum = 0u32;
-        for d in 0..256 {
-            for s in 0..PARTS {
-                next[s][d] = sum;
-                sum += c[s][d];
-            }
+        for (d, &c) in next.iter_mut().zip(c) {
+            *d = sum;
+            sum += c;
         }
-        for i in 0..q {
-            for (s, next) in next.iter_mut().enumerate() {
-                let k = keys[s * q + i];
-                let d = &mut next[digit(k, shift)];
-                tmp[*d as usize] = k;
-                *d += 1;
-            }
-        }
-        for &k in &keys[PARTS * q..] {
-            let d = &mut next[PARTS - 1][digit(k, shift)];
+        for &k in keys.iter() {
+            let d = &mut next[((k >> shift) & 0xff) as usize];
             tmp[*d as usize] = k;
             *d += 1;
         }
@@ -1173,22 +1146,5 @@ mod tests {
             }
             println!("n={n} p={p} o={o} depth={depth} rounds={rounds}: best of 50 {:.0} us", best * 1e6);
         }
-    }
-}
-#[cfg(test)]
-mod tmp_bench {
-    #[test]
-    #[ignore]
-    fn tree_bins_timing() {
-        let (n, p) = (1024usize, 50usize);
-        let mut s = 12345u64;
-        let x: Vec<f32> = (0..n * p).map(|_| { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 3.0 }).collect();
-        let mut best = f64::MAX;
-        for _ in 0..200 {
-            let t = std::time::Instant::now();
-            std::hint::black_box(super::Bins::new(&x, n, p, 256));
-            best = best.min(t.elapsed().as_secs_f64());
-        }
-        println!("bins p={p}: {:.0} us", best * 1e6);
     }
 }
