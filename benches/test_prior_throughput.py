@@ -10,7 +10,7 @@ U(0.1, 0.9), <= 10 classes), one ``get_batch`` call is one round:
   ``n_jobs > 1`` crashes in 2.2.0), seeded once through torch / numpy / random; every call draws
   new batches from its global RNG state.
 
-``extra_info`` holds impl, prior, threads, datasets_per_call, datasets_per_s (from the median
+``extra_info`` holds impl, prior, threads, datasets_per_call, datasets_per_s (from the mean
 round), mean_d, cells_per_s (cells = sum of seq_len * d) and datasets_per_cpu_s (process CPU
 time, all threads: the figure to trust on a busy machine). Benchmarks are grouped by prior;
 ``benches/report.py`` turns the JSON into the README table (speed-up ratios and targets).

@@ -120,7 +120,7 @@ PIN_CONFIG = dict(
 PIN_INDEX = 7
 PINNED = {
     "mlp_scm": "eccc667500e663bec19a519273d4735d616066414c40dc5fc682bf0b4b09f698",
-    "tree_scm": "2c0ef90aaf56dc964aaf568ecf48f6b6429cc12b511c86b19669a274c94113ca",
+    "tree_scm": "17df2e10caffe5a6f80c935fd4c15c81cff68c7e8b3711f684f4a0fda105ae62",
     "mix_scm": "08f324a73d798ef75c0bfe888a7d72eb01d4f43cf5b43a05b9834ed04d56db35",
     "dummy": "43e8195e0ca99c3cd882057dd0207f203f18c5f795fd7b7c605a3febe6e717ed",
 }

@@ -15,7 +15,7 @@ use crate::hp::{GroupHp, SampledHp, ScmHp};
 use crate::pool;
 use crate::reg2cls::reg2cls;
 use crate::rng::{Key, Rng, domain};
-use crate::scm::{RawDataset, mlp_scm, tree_scm};
+use crate::scm::{RawDataset, TreeShape, mlp_scm, tree_scm};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -301,9 +301,7 @@ fn generate_scm(
         let mut rng = Key::new(cfg.seed, [domain::DATASET, index, pos as u64, attempt as u64]).rng();
         let raw: RawDataset = match plan.kind {
             Kind::Mlp => mlp_scm(&mut rng, rows, nf, hp),
-            _ => {
-                tree_scm(&mut rng, rows, nf, hp, cfg.fixed_hp.tree_depth_lambda, cfg.fixed_hp.tree_n_estimators_lambda)
-            }
+            _ => tree_scm(&mut rng, rows, nf, hp, &tree_shape(cfg, index, pos, attempt)),
         };
         let finite = raw.is_finite();
         let p = if finite {
@@ -402,13 +400,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Relative cost of a dataset, for scheduling only (rows x work per row).
-fn estimated_cost(plan: &DatasetPlan) -> f64 {
+/// The tree sizes of one dataset attempt (a stream of its own, see [`TreeShape::draw`]).
+fn tree_shape(cfg: &PriorConfig, index: u64, pos: usize, attempt: usize) -> TreeShape {
+    let mut rng = Key::new(cfg.seed, [domain::TREE_SHAPE, index, pos as u64, attempt as u64]).rng();
+    TreeShape::draw(&mut rng, cfg.fixed_hp.tree_depth_lambda, cfg.fixed_hp.tree_n_estimators_lambda)
+}
+
+/// Approximate nanoseconds of a dataset's first attempt, for scheduling only; the weights are
+/// rough single-core measurements (~17 ns per MLP unit and row, ~0.75 ns per tree work unit).
+fn estimated_cost(cfg: &PriorConfig, index: u64, pos: usize, plan: &DatasetPlan) -> f64 {
+    let nf = plan.num_features as f64;
     let per_row = match (plan.kind, &plan.hp) {
-        (Kind::Mlp, Some(hp)) => {
-            (hp.num_layers * hp.hidden_dim.max(plan.num_features)) as f64 + plan.num_features as f64
-        }
-        (Kind::Tree, _) => 6.0 * plan.num_features as f64,
+        (Kind::Mlp, Some(hp)) => 17.0 * (hp.num_layers * hp.hidden_dim.max(plan.num_features)) as f64 + 10.0 * nf,
+        (Kind::Tree, _) => 0.75 * tree_shape(cfg, index, pos, 0).work_per_row(plan.num_features) + 10.0 * nf,
         _ => plan.max_features as f64,
     };
     plan.seq_len as f64 * per_row
@@ -436,7 +440,8 @@ pub fn generate_batch(cfg: &PriorConfig, index: u64, threads: usize) -> Batch {
         // 2-layer tree). Threads pull datasets from one queue, most expensive first, so a
         // large one never starts last and leaves the other threads idle at the end.
         let mut order: Vec<usize> = (0..b).collect();
-        order.sort_by(|&i, &j| estimated_cost(&plans[j]).total_cmp(&estimated_cost(&plans[i])));
+        let cost: Vec<f64> = plans.iter().enumerate().map(|(pos, p)| estimated_cost(cfg, index, pos, p)).collect();
+        order.sort_by(|&i, &j| cost[j].total_cmp(&cost[i]));
         let slots: Vec<Mutex<Option<WorkItem<'_>>>> = x
             .chunks_mut(t * f)
             .zip(y.chunks_mut(t))

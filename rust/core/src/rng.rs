@@ -43,6 +43,7 @@ pub mod domain {
     pub const BATCH: u64 = 0x6261_7463_6800_0001; // batch-level draws (seq_len, train size)
     pub const GROUP: u64 = 0x6772_6f75_7000_0002; // group / subgroup hyper-parameters
     pub const DATASET: u64 = 0x6461_7461_7300_0003; // one dataset attempt
+    pub const TREE_SHAPE: u64 = 0x7472_6565_0000_0005; // sizes of a tree SCM attempt
     pub const TEST: u64 = 0x7465_7374_0000_0004; // exposed for tests and diagnostics
 }
 

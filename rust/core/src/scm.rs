@@ -218,18 +218,52 @@ fn tree_size(rng: &mut Rng, base: usize, lambda: f64) -> usize {
 }
 
 /// The tree SCM: boosted trees fitted to random targets shape y from the causes.
-pub fn tree_scm(
-    rng: &mut Rng,
-    rows: usize,
-    num_features: usize,
-    hp: &ScmHp,
-    depth_lambda: f64,
-    n_est_lambda: f64,
-) -> RawDataset {
-    // The tree SCM draws its own depth and width and is always non-causal.
-    let num_layers = rng.randint(1, 3) as usize;
-    let hidden = rng.randint(3, 10) as usize;
+/// The sizes of one tree SCM: hidden width and (depth, estimators) per tree layer.
+#[derive(Clone, Debug)]
+pub struct TreeShape {
+    pub hidden: usize,
+    /// First layer (features -> hidden), then the hidden layers, then the output layer.
+    pub layers: Vec<BoosterParams>,
+}
+
+impl TreeShape {
+    /// Draws the shape: 1 or 2 hidden layers of width 3..9, and per layer
+    /// depth `min(2 + floor(Exp(1/lambda)), 4)`, estimators `min(1 + floor(Exp(1/lambda)), 4)`.
+    /// It has its own stream so a scheduler can know a dataset's cost before generating it.
+    pub fn draw(rng: &mut Rng, depth_lambda: f64, n_est_lambda: f64) -> TreeShape {
+        let num_layers = rng.randint(1, 3) as usize;
+        let hidden = rng.randint(3, 10) as usize;
+        let layers = (0..=num_layers)
+            .map(|_| {
+                let depth = tree_size(rng, 2, depth_lambda);
+                let n_est = tree_size(rng, 1, n_est_lambda);
+                BoosterParams::new(depth, n_est)
+            })
+            .collect();
+        TreeShape { hidden, layers }
+    }
+
+    /// Relative fitting work per row: inputs x (outputs + 1) x depth x trees, summed.
+    pub fn work_per_row(&self, num_features: usize) -> f64 {
+        let n = self.layers.len();
+        self.layers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let fan_in = if i == 0 { num_features } else { self.hidden };
+                let fan_out = if i + 1 == n { 1 } else { self.hidden };
+                (fan_in * (fan_out + 1) * p.max_depth * p.n_estimators) as f64
+            })
+            .sum()
+    }
+}
+
+/// The tree SCM: boosted trees fitted to random targets shape y from the causes
+/// (always non-causal; its depth and width come from `shape`, not from the sampled HPs).
+pub fn tree_scm(rng: &mut Rng, rows: usize, num_features: usize, hp: &ScmHp, shape: &TreeShape) -> RawDataset {
     let (causes, cause_kinds) = sample_causes(rng, rows, num_features, hp.sampling, hp.pre_sample_cause_stats);
+    let hidden = shape.hidden;
+    let n = shape.layers.len();
 
     struct TreeLayer {
         params: BoosterParams,
@@ -237,19 +271,17 @@ pub fn tree_scm(
         fan_out: usize,
         noise: Noise,
     }
-    let mut layers = Vec::with_capacity(num_layers + 1);
-    let size = |rng: &mut Rng| {
-        let depth = tree_size(rng, 2, depth_lambda);
-        let n_est = tree_size(rng, 1, n_est_lambda);
-        BoosterParams::new(depth, n_est)
-    };
-    layers.push(TreeLayer { params: size(rng), fan_in: num_features, fan_out: hidden, noise: Noise::None });
-    for i in 0..num_layers {
-        let out = if i + 1 == num_layers { 1 } else { hidden };
-        let params = size(rng);
-        let noise = Noise::draw(rng, hp, out);
-        layers.push(TreeLayer { params, fan_in: hidden, fan_out: out, noise });
-    }
+    let layers: Vec<TreeLayer> = shape
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, params)| {
+            let fan_in = if i == 0 { num_features } else { hidden };
+            let fan_out = if i + 1 == n { 1 } else { hidden };
+            let noise = if i == 0 { Noise::None } else { Noise::draw(rng, hp, fan_out) };
+            TreeLayer { params: params.clone(), fan_in, fan_out, noise }
+        })
+        .collect();
 
     let mut h: Vec<f32> = causes.iter().map(|v| if v.is_nan() { 0.0 } else { *v }).collect();
     let mut names = Vec::with_capacity(layers.len());
