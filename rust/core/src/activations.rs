@@ -6,6 +6,7 @@
 //! Fourier activation the wrapper's affine map is undone by its own standardisation, so
 //! it sees the standardised column directly.
 
+use crate::fastmath;
 use crate::rng::Rng;
 
 /// Names of the base activations.
@@ -129,24 +130,18 @@ impl Simple {
                 if x > 0.0 {
                     x
                 } else {
-                    x.exp_m1()
+                    fastmath::expm1_neg(x)
                 }
             }
             Simple::Identity => x,
             Simple::Selu => {
                 const SCALE: f32 = 1.050_701;
                 const ALPHA: f32 = 1.673_263_2;
-                if x > 0.0 { SCALE * x } else { SCALE * ALPHA * x.exp_m1() }
+                if x > 0.0 { SCALE * x } else { SCALE * ALPHA * fastmath::expm1_neg(x) }
             }
-            Simple::Silu => x / (1.0 + (-x).exp()),
+            Simple::Silu => x / (1.0 + fastmath::exp(-x)),
             Simple::Relu => x.max(0.0),
-            Simple::Softplus => {
-                if x > 20.0 {
-                    x
-                } else {
-                    x.exp().ln_1p()
-                }
-            }
+            Simple::Softplus => fastmath::softplus(x),
             Simple::Relu6 => x.clamp(0.0, 6.0),
             Simple::Hardtanh => x.clamp(-1.0, 1.0),
             Simple::Sign => {
@@ -156,8 +151,8 @@ impl Simple {
                     -1.0
                 }
             }
-            Simple::Rbf => (-(x * x)).exp(),
-            Simple::Exp => x.exp(),
+            Simple::Rbf => fastmath::exp(-(x * x)),
+            Simple::Exp => fastmath::exp(x),
             Simple::SqrtAbs => x.abs().sqrt(),
             Simple::UnitInterval => f32::from(u8::from(x.abs() <= 1.0)),
             Simple::Sine => x.sin(),

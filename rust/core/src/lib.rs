@@ -7,6 +7,7 @@ pub mod activations;
 pub mod batch;
 pub mod causes;
 pub mod config;
+pub mod fastmath;
 pub mod hp;
 pub mod linalg;
 pub mod pool;
