@@ -68,53 +68,58 @@ impl ActivationSampler {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Simple {
-    Tanh,
-    LeakyRelu,
-    Elu,
-    Identity,
-    Selu,
-    Silu,
-    Relu,
-    Softplus,
-    Relu6,
-    Hardtanh,
-    Sign,
-    Rbf,
-    Exp,
-    SqrtAbs,
-    UnitInterval,
-    Sine,
-    Square,
-    Abs,
+/// Declares the simple activations once: the enum, their names, and the dispatch from an
+/// enum value to a loop specialised for that function.
+macro_rules! simple_activations {
+    ($($variant:ident => $name:literal),* $(,)?) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Simple {
+            $($variant),*
+        }
+
+        impl Simple {
+            pub const NAMES: &'static [&'static str] = &[$($name),*];
+
+            fn from_name(name: &str) -> Option<Simple> {
+                match name {
+                    $($name => Some(Simple::$variant),)*
+                    _ => None,
+                }
+            }
+
+            /// `x[r, c] = f(a[c] * x[r, c] + b[c])` over a row-major matrix; matching once
+            /// here gives each function its own tight loop.
+            fn map_affine(self, x: &mut [f32], a: &[f32], b: &[f32]) {
+                match self {
+                    $(Simple::$variant => affine_loop(x, a, b, |v| Simple::$variant.eval(v)),)*
+                }
+            }
+        }
+    };
+}
+
+simple_activations! {
+    Tanh => "tanh",
+    LeakyRelu => "leaky_relu",
+    Elu => "elu",
+    Identity => "identity",
+    Selu => "selu",
+    Silu => "silu",
+    Relu => "relu",
+    Softplus => "softplus",
+    Relu6 => "relu6",
+    Hardtanh => "hardtanh",
+    Sign => "sign",
+    Rbf => "rbf",
+    Exp => "exp",
+    SqrtAbs => "sqrt_abs",
+    UnitInterval => "unit_interval_indicator",
+    Sine => "sine",
+    Square => "square",
+    Abs => "abs",
 }
 
 impl Simple {
-    fn from_name(name: &str) -> Option<Simple> {
-        Some(match name {
-            "tanh" => Simple::Tanh,
-            "leaky_relu" => Simple::LeakyRelu,
-            "elu" => Simple::Elu,
-            "identity" => Simple::Identity,
-            "selu" => Simple::Selu,
-            "silu" => Simple::Silu,
-            "relu" => Simple::Relu,
-            "softplus" => Simple::Softplus,
-            "relu6" => Simple::Relu6,
-            "hardtanh" => Simple::Hardtanh,
-            "sign" => Simple::Sign,
-            "rbf" => Simple::Rbf,
-            "exp" => Simple::Exp,
-            "sqrt_abs" => Simple::SqrtAbs,
-            "unit_interval_indicator" => Simple::UnitInterval,
-            "sine" => Simple::Sine,
-            "square" => Simple::Square,
-            "abs" => Simple::Abs,
-            _ => return None,
-        })
-    }
-
     #[inline(always)]
     fn eval(self, x: f32) -> f32 {
         match self {
@@ -159,38 +164,6 @@ impl Simple {
             Simple::Square => x * x,
             Simple::Abs => x.abs(),
         }
-    }
-
-    /// `x[r, c] = f(a[c] * x[r, c] + b[c])` over a row-major matrix; matching once here
-    /// gives each function its own tight loop.
-    fn map_affine(self, x: &mut [f32], a: &[f32], b: &[f32]) {
-        macro_rules! each {
-            ($($variant:ident),*) => {
-                match self {
-                    $(Simple::$variant => affine_loop(x, a, b, |v| Simple::$variant.eval(v)),)*
-                }
-            };
-        }
-        each!(
-            Tanh,
-            LeakyRelu,
-            Elu,
-            Identity,
-            Selu,
-            Silu,
-            Relu,
-            Softplus,
-            Relu6,
-            Hardtanh,
-            Sign,
-            Rbf,
-            Exp,
-            SqrtAbs,
-            UnitInterval,
-            Sine,
-            Square,
-            Abs
-        )
     }
 }
 
@@ -538,6 +511,14 @@ mod tests {
         }
         // A constant column maps to zeros instead of dividing by zero.
         assert!((0..rows).all(|r| x[r * cols] == 0.0));
+    }
+
+    #[test]
+    fn simple_names_are_the_base_activations() {
+        assert_eq!(Simple::NAMES, &BASE_ACTIVATIONS[..18]);
+        for &name in Simple::NAMES {
+            assert_eq!(Simple::NAMES[Simple::from_name(name).unwrap() as usize], name);
+        }
     }
 
     #[test]
