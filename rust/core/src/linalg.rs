@@ -16,8 +16,8 @@ pub fn linear_accumulate(a: &[f32], n: usize, k: usize, w: &[f32], m: usize, out
     if n == 0 || m == 0 || k == 0 {
         return;
     }
-    // SAFETY: the slices are exactly n*k, m*k and n*m long (asserted above), and the strides describe those row-major layouts; w is
-    // read as its transpose through (row stride 1, column stride k).
+    // SAFETY: the slices are exactly n*k, m*k and n*m long (asserted above) and the strides
+    // describe those row-major layouts; w is read as its transpose (row stride 1, column stride k).
     unsafe {
         matrixmultiply::sgemm(
             n,

@@ -59,10 +59,15 @@ fn mean_std_within(v: &[f64], lo: f64, hi: f64, shift: f64) -> (f64, f64) {
     m.mean_std(v.len())
 }
 
+/// NaN-aware mean and std of the whole column.
+fn nan_mean_std(v: &[f64]) -> (f64, f64) {
+    mean_std_within(v, f64::NEG_INFINITY, f64::INFINITY, first_finite(v))
+}
+
 /// Clamp bounds of the two-pass outlier rule: statistics of the values within
 /// `threshold` sigma, then mean +- threshold * sigma of those.
 fn outlier_bounds(v: &[f64], threshold: f64) -> (f64, f64) {
-    let (mean, std) = mean_std_within(v, f64::NEG_INFINITY, f64::INFINITY, first_finite(v));
+    let (mean, std) = nan_mean_std(v);
     let cut = std.max(1e-6) * threshold;
     let (mut m2, s2) = mean_std_within(v, mean - cut, mean + cut, mean);
     let s2 = if s2.is_nan() { 0.0 } else { s2.max(1e-6) };
@@ -85,7 +90,7 @@ pub fn outlier_removing(v: &mut [f64], threshold: f64) {
 
 /// `(x - mean) / max(std, 1e-6)`, clipped to +-100.
 pub fn standard_scaling(v: &mut [f64]) {
-    let (mean, std) = mean_std_within(v, f64::NEG_INFINITY, f64::INFINITY, first_finite(v));
+    let (mean, std) = nan_mean_std(v);
     scale_with(v, mean, std);
 }
 

@@ -39,9 +39,8 @@ impl Noise {
         }
     }
 
-    /// Writes this layer's noise plus `bias` into `out` (rows x cols), the starting value of
-    /// the layer's matrix product.
-    fn init(&self, rng: &mut Rng, out: &mut [f32], bias: &[f32]) {
+    /// Overwrites `out` (rows x units) with this layer's noise.
+    fn fill(&self, rng: &mut Rng, out: &mut [f32]) {
         match self {
             Noise::None => out.fill(0.0),
             Noise::Scalar(s) => rng.fill_normal(out, 0.0, *s),
@@ -54,6 +53,12 @@ impl Noise {
                 }
             }
         }
+    }
+
+    /// Writes this layer's noise plus `bias` into `out`, the starting value of the layer's
+    /// matrix product.
+    fn init(&self, rng: &mut Rng, out: &mut [f32], bias: &[f32]) {
+        self.fill(rng, out);
         for row in out.chunks_exact_mut(bias.len()) {
             for (v, b) in row.iter_mut().zip(bias) {
                 *v += b;
@@ -61,17 +66,13 @@ impl Noise {
         }
     }
 
-    /// Adds this layer's noise to `h` (rows x cols).
+    /// Adds this layer's noise to `h`.
     fn add(&self, rng: &mut Rng, h: &mut [f32]) {
         if matches!(self, Noise::None) {
             return;
         }
-        let cols = match self {
-            Noise::PerUnit(s) => s.len(),
-            _ => 1,
-        };
         let mut e = vec![0.0f32; h.len()];
-        self.init(rng, &mut e, &vec![0.0; cols]);
+        self.fill(rng, &mut e);
         for (v, e) in h.iter_mut().zip(&e) {
             *v += e;
         }
@@ -217,7 +218,6 @@ fn tree_size(rng: &mut Rng, base: usize, lambda: f64) -> usize {
     (base + (rng.exp1() / lambda).floor() as usize).min(4)
 }
 
-/// The tree SCM: boosted trees fitted to random targets shape y from the causes.
 /// The sizes of one tree SCM: hidden width and (depth, estimators) per tree layer.
 #[derive(Clone, Debug)]
 pub struct TreeShape {
