@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use tabfm_core::batch::{DatasetMeta, generate_batch};
 use tabfm_core::config::PriorConfig;
+use tabfm_core::graph::Lineage;
 use tabfm_core::pool;
 use tabfm_core::rng::{Key, domain};
 
@@ -48,6 +49,61 @@ fn meta_dict<'py>(py: Python<'py>, m: &DatasetMeta) -> PyResult<Bound<'py, PyDic
     }
     d.set_item("hp", hp)?;
     d.set_item("layers", m.layers.clone())?;
+    if m.prior == "graph_scm" {
+        let rej = PyDict::new(py);
+        for (reason, count) in &m.rejections {
+            rej.set_item(reason, count)?;
+        }
+        d.set_item("rejections", rej)?;
+        if let Some(l) = &m.lineage {
+            d.set_item("lineage", lineage_dict(py, l)?)?;
+        }
+    }
+    Ok(d)
+}
+
+fn lineage_dict<'py>(py: Python<'py>, l: &Lineage) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("n_nodes", l.n_nodes)?;
+    d.set_item("parents", l.parents.clone())?;
+    d.set_item("n_edges", l.parents.iter().map(Vec::len).sum::<usize>())?;
+    d.set_item("target_node", l.target_node)?;
+    d.set_item("feature_nodes", l.feature_nodes.clone())?;
+    d.set_item("relevant_features", l.relevant_features.clone())?;
+    let nodes = PyList::empty(py);
+    for n in &l.nodes {
+        let nd = PyDict::new(py);
+        nd.set_item("node", n.node)?;
+        nd.set_item("composition", &n.composition)?;
+        nd.set_item("families", n.families.clone())?;
+        nodes.append(nd)?;
+    }
+    d.set_item("nodes", nodes)?;
+    d.set_item("noise_family", l.noise_family)?;
+    let miss = PyDict::new(py);
+    miss.set_item("mechanism", l.missing_mechanism)?;
+    miss.set_item("requested_rate", l.missing_rate_requested)?;
+    miss.set_item("realised_rate", l.missing_rate_realised)?;
+    miss.set_item("always_observed", l.missing_always_observed.clone())?;
+    d.set_item("missingness", miss)?;
+    let shift = PyDict::new(py);
+    shift.set_item("mode", &l.shift_mode)?;
+    shift.set_item("graph_scale", l.graph_scale)?;
+    shift.set_item("mechanism_scale", l.mechanism_scale)?;
+    shift.set_item("variance_scale", l.variance_scale)?;
+    shift.set_item("edge_odds_multiplier", l.edge_odds_multiplier)?;
+    shift.set_item("noise_variance_multiplier", l.noise_variance_multiplier)?;
+    shift.set_item("mechanism_nonlinear_mass", l.mechanism_nonlinear_mass)?;
+    d.set_item("shift", shift)?;
+    match l.learnability {
+        Some((p, score)) => {
+            let ld = PyDict::new(py);
+            ld.set_item("pvalue", p)?;
+            ld.set_item("score", score)?;
+            d.set_item("learnability", ld)?;
+        }
+        None => d.set_item("learnability", py.None())?,
+    }
     Ok(d)
 }
 
@@ -142,6 +198,49 @@ fn _tree_fit_predict<'py>(
     Ok(arr.into_pyarray(py))
 }
 
+/// Learnability of (X, y): out-of-bag ExtraTrees against a constant baseline, with a
+/// bootstrap p-value of "model better than baseline" (the graph prior's filter).
+#[pyfunction]
+#[pyo3(signature = (x, y, classification, seed=0, n_estimators=25, max_depth=6, n_bootstrap=200))]
+fn learnability<'py>(
+    py: Python<'py>,
+    x: PyReadonlyArray2<'py, f32>,
+    y: numpy::PyReadonlyArray1<'py, f32>,
+    classification: bool,
+    seed: u64,
+    n_estimators: usize,
+    max_depth: usize,
+    n_bootstrap: usize,
+) -> PyResult<Bound<'py, PyDict>> {
+    let (n, p) = (x.shape()[0], x.shape()[1]);
+    if y.len() != n {
+        return Err(PyValueError::new_err(format!("y has {} rows but x has {n}: they must match", y.len())));
+    }
+    for (name, v) in [("n_estimators", n_estimators), ("max_depth", max_depth), ("n_bootstrap", n_bootstrap)] {
+        if v == 0 {
+            return Err(PyValueError::new_err(format!("{name}=0 is invalid: must be >= 1")));
+        }
+    }
+    let xs = x.as_slice().map_err(|_| PyValueError::new_err("x must be C-contiguous"))?;
+    let ys = y.as_slice().map_err(|_| PyValueError::new_err("y must be C-contiguous"))?;
+    if classification && ys.iter().any(|v| !(v.is_finite() && *v >= 0.0 && v.fract() == 0.0)) {
+        return Err(PyValueError::new_err("y is invalid for classification: labels must be non-negative integers"));
+    }
+    let params = tabfm_core::learn::ExtraTreesParams { n_estimators, max_depth, ..Default::default() };
+    let l = py.detach(|| {
+        let mut rng = Key::new(seed, [domain::TEST, 0x6c65_6172_6e00, 0, 0]).rng();
+        let classes = classification.then(|| ys.iter().fold(0.0f32, |a, &b| a.max(b)) as usize + 1);
+        tabfm_core::learn::learnability(&mut rng, xs, n, p, ys, classes, &params, n_bootstrap)
+    });
+    let d = PyDict::new(py);
+    d.set_item("pvalue", l.pvalue)?;
+    d.set_item("score", l.score())?;
+    d.set_item("model_rmse", l.model_rmse)?;
+    d.set_item("baseline_rmse", l.baseline_rmse)?;
+    d.set_item("n_oob", l.n_oob)?;
+    Ok(d)
+}
+
 /// Panics on purpose (on this thread or inside the worker pool): proves that a Rust
 /// panic surfaces as a Python exception instead of killing the interpreter.
 #[pyfunction]
@@ -170,6 +269,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(random_stream, m)?)?;
     m.add_function(wrap_pyfunction!(_tree_fit_predict, m)?)?;
     m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
+    m.add_function(wrap_pyfunction!(learnability, m)?)?;
     m.add_function(wrap_pyfunction!(available_threads, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -1,4 +1,5 @@
-"""TabICL-class synthetic priors (MLP, tree and mixed SCMs, dummy) served as PyTorch datasets."""
+"""TabICL-class synthetic priors (MLP, tree and mixed SCMs, the causal-DAG prior, dummy) served as
+PyTorch datasets."""
 
 from tabfm.prior._config import (
     DEFAULT_ACTIVATIONS,
@@ -8,12 +9,30 @@ from tabfm.prior._config import (
     SIMPLE_ACTIVATIONS,
 )
 from tabfm.prior._dataset import PriorDataset
+from tabfm.prior._graph_config import (
+    DatasetSection,
+    FilterSection,
+    GraphConfig,
+    GraphSection,
+    MechanismSection,
+    MissingnessSection,
+    NoiseSection,
+    ShiftSection,
+)
 from tabfm.prior._loader import PriorDataLoader
 
 __all__ = [
     "DEFAULT_ACTIVATIONS",
     "DEFAULT_FIXED_HP",
     "DEFAULT_SAMPLED_HP",
+    "DatasetSection",
+    "FilterSection",
+    "GraphConfig",
+    "GraphSection",
+    "MechanismSection",
+    "MissingnessSection",
+    "NoiseSection",
+    "ShiftSection",
     "PRIOR_TYPES",
     "SIMPLE_ACTIVATIONS",
     "PriorDataLoader",

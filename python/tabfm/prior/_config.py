@@ -13,7 +13,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-PRIOR_TYPES = ("mlp_scm", "tree_scm", "mix_scm", "dummy")
+from tabfm.prior._graph_config import as_graph_config
+
+PRIOR_TYPES = ("mlp_scm", "tree_scm", "mix_scm", "graph_scm", "dummy")
 
 #: The simple activations of the MLP SCM, each applied behind the standardise + random-scale wrapper.
 SIMPLE_ACTIVATIONS = (
@@ -261,6 +263,7 @@ def build_config(
     replay_small: Any,
     scm_fixed_hp: Any,
     scm_sampled_hp: Any,
+    graph_config: Any = None,
 ) -> dict[str, Any]:
     """Validates the arguments of :class:`PriorDataset` and returns the core's configuration."""
     if prior_type not in PRIOR_TYPES:
@@ -296,6 +299,11 @@ def build_config(
     if replay_small:
         shortest = min(shortest, 200)
     train_size = _train_size(min_train_size, max_train_size, shortest)
+    if graph_config is not None and prior_type != "graph_scm":
+        raise ValueError(
+            f"graph_config is only used with prior_type='graph_scm' (got prior_type={prior_type!r}): remove it"
+        )
+    graph = as_graph_config(graph_config)
     return {
         "prior_type": prior_type,
         "seed": seed,
@@ -315,6 +323,7 @@ def build_config(
         "replay_small": replay_small,
         "fixed_hp": _fixed_hp(scm_fixed_hp),
         "sampled_hp": _sampled_hp(scm_sampled_hp),
+        "graph": graph.to_core(),
     }
 
 

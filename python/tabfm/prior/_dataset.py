@@ -13,6 +13,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from tabfm import _core
 from tabfm.prior._config import DEFAULT_FIXED_HP, DEFAULT_SAMPLED_HP, build_config, to_json
+from tabfm.prior._graph_config import as_graph_config
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -40,6 +41,12 @@ class PriorDataset(IterableDataset):
     or standardised targets), and int64 ``(B,)`` vectors. With ``seq_len_per_gp=True`` each group
     has its own length and the batch is padded with zero rows to its longest sequence
     (``T = seq_lens.max()``); rows at and beyond ``seq_lens[i]`` are padding.
+
+    ``prior_type="graph_scm"`` draws each dataset from its own random causal DAG; its options
+    are the sections of ``graph_config`` (a :class:`GraphConfig`, a dict of sections, a YAML path
+    or ``"tabicl"``). Each dataset there has its own feature and class counts; with
+    ``seq_len_per_gp=True`` and ``batch_size_per_gp=1`` also its own row count and split.
+    ``return_meta=True`` adds its lineage and rejection counts.
 
     On the CPU the tensors wrap the buffers the Rust core allocated: no copy is made.
     """
@@ -70,6 +77,7 @@ class PriorDataset(IterableDataset):
         num_batches: int | None = None,
         rank: int | None = None,
         world_size: int | None = None,
+        graph_config: Any = None,
     ):
         super().__init__()
         if isinstance(n_jobs, bool) or not isinstance(n_jobs, int):
@@ -113,6 +121,7 @@ class PriorDataset(IterableDataset):
             replay_small=replay_small,
             scm_fixed_hp=scm_fixed_hp,
             scm_sampled_hp=scm_sampled_hp,
+            graph_config=graph_config,
         )
         # The core checks the hyper-parameter dictionaries here, before any generation.
         self._engine = _core.PriorEngine(to_json(self.config))
@@ -133,6 +142,7 @@ class PriorDataset(IterableDataset):
         self.min_train_size, self.max_train_size = min_train_size, max_train_size
         self.regression = regression
         self.seed = seed
+        self.graph_config = as_graph_config(graph_config) if prior_type == "graph_scm" else None
 
     # ------------------------------------------------------------------ random access
     def get_batch_numpy(self, index: int, return_meta: bool = False) -> tuple[Any, ...]:

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use crate::config::{PriorConfig, PriorType, TrainSize};
+use crate::graph::Lineage;
 use crate::hp::{GroupHp, SampledHp, ScmHp};
 use crate::pool;
 use crate::reg2cls::reg2cls;
@@ -21,6 +22,7 @@ use crate::scm::{RawDataset, TreeShape, mlp_scm, tree_scm};
 pub enum Kind {
     Mlp,
     Tree,
+    Graph,
     Dummy,
 }
 
@@ -29,6 +31,7 @@ impl Kind {
         match self {
             Kind::Mlp => "mlp_scm",
             Kind::Tree => "tree_scm",
+            Kind::Graph => "graph_scm",
             Kind::Dummy => "dummy",
         }
     }
@@ -62,6 +65,9 @@ pub struct DatasetMeta {
     pub valid: bool,
     pub hp: Vec<(String, String)>,
     pub layers: Vec<String>,
+    /// Rejected attempts by reason (graph prior).
+    pub rejections: Vec<(&'static str, usize)>,
+    pub lineage: Option<Box<Lineage>>,
 }
 
 /// A generated batch; `x` is (b, t, f) row-major, zero-padded beyond `d` and `seq_len`.
@@ -164,6 +170,30 @@ pub fn plan_batch(cfg: &PriorConfig, index: u64) -> Vec<DatasetPlan> {
         let gp_size = per_gp.min(b - plans.len());
         let mut in_group = 0;
         while in_group < gp_size {
+            if cfg.prior_type == PriorType::GraphScm {
+                // No SCM hyper-parameters: every dataset draws its own feature and class counts.
+                let lo = cfg.min_features.min(gp_max) as f64;
+                for _ in 0..gp_size {
+                    let num_features = if cfg.log_n_features {
+                        log_uniform(&mut grng, lo, gp_max as f64) as usize
+                    } else {
+                        grng.range(lo, gp_max as f64).round_ties_even() as usize
+                    }
+                    .clamp(1, gp_max);
+                    let num_classes = (!cfg.regression).then(|| grng.randint(2, cfg.max_classes as i64 + 1) as usize);
+                    plans.push(DatasetPlan {
+                        kind: Kind::Graph,
+                        group,
+                        seq_len,
+                        train_size,
+                        max_features: gp_max,
+                        num_features,
+                        num_classes,
+                        hp: None,
+                    });
+                }
+                break;
+            }
             let kind = match cfg.prior_type {
                 PriorType::MlpScm => Kind::Mlp,
                 PriorType::TreeScm => Kind::Tree,
@@ -209,7 +239,7 @@ pub fn plan_batch(cfg: &PriorConfig, index: u64) -> Vec<DatasetPlan> {
 }
 
 /// Train and test parts hold the same label set with at least two classes.
-fn valid_split(y: &[f32], train_size: usize) -> bool {
+pub(crate) fn valid_split(y: &[f32], train_size: usize) -> bool {
     if train_size == 0 || train_size >= y.len() {
         return false;
     }
@@ -224,7 +254,13 @@ fn valid_split(y: &[f32], train_size: usize) -> bool {
 }
 
 /// TabICL's class sanity check: if the split is invalid, try up to 10 row shuffles.
-fn class_sanity_check(rng: &mut Rng, x: &mut Vec<f32>, y: &mut Vec<f32>, cols: usize, train_size: usize) -> bool {
+pub(crate) fn class_sanity_check(
+    rng: &mut Rng,
+    x: &mut Vec<f32>,
+    y: &mut Vec<f32>,
+    cols: usize,
+    train_size: usize,
+) -> bool {
     if valid_split(y, train_size) {
         return true;
     }
@@ -246,7 +282,7 @@ fn class_sanity_check(rng: &mut Rng, x: &mut Vec<f32>, y: &mut Vec<f32>, cols: u
 }
 
 /// Number of distinct labels.
-fn count_labels(y: &[f32]) -> usize {
+pub(crate) fn count_labels(y: &[f32]) -> usize {
     let mut v: Vec<i64> = y.iter().map(|&v| v as i64).collect();
     v.sort_unstable();
     v.dedup();
@@ -254,7 +290,7 @@ fn count_labels(y: &[f32]) -> usize {
 }
 
 /// Columns with more than one distinct value.
-fn non_constant_columns(x: &[f32], rows: usize, cols: usize) -> Vec<usize> {
+pub(crate) fn non_constant_columns(x: &[f32], rows: usize, cols: usize) -> Vec<usize> {
     (0..cols).filter(|&c| (1..rows).any(|r| x[r * cols + c] != x[c])).collect()
 }
 
@@ -361,6 +397,7 @@ fn generate_scm(
         valid,
         hp: fmt_hp(plan.kind, hp),
         layers,
+        ..Default::default()
     }
 }
 
@@ -413,6 +450,7 @@ fn estimated_cost(cfg: &PriorConfig, index: u64, pos: usize, plan: &DatasetPlan)
     let per_row = match (plan.kind, &plan.hp) {
         (Kind::Mlp, Some(hp)) => 17.0 * (hp.num_layers * hp.hidden_dim.max(plan.num_features)) as f64 + 10.0 * nf,
         (Kind::Tree, _) => 0.75 * tree_shape(cfg, index, pos, 0).work_per_row(plan.num_features) + 10.0 * nf,
+        (Kind::Graph, _) => 400.0 + 20.0 * nf,
         _ => plan.max_features as f64,
     };
     plan.seq_len as f64 * per_row
@@ -431,6 +469,7 @@ pub fn generate_batch(cfg: &PriorConfig, index: u64, threads: usize) -> Batch {
     let mut y = vec![0.0f32; b * t];
     let work = |(pos, ((xs, ys), plan)): WorkItem<'_>| match plan.kind {
         Kind::Dummy => generate_dummy(cfg, index, pos, plan, f, xs, ys),
+        Kind::Graph => crate::graph::generate(cfg, &cfg.graph, index, pos, plan, f, xs, ys),
         _ => generate_scm(cfg, index, pos, plan, f, xs, ys),
     };
     let meta: Vec<DatasetMeta> = if threads <= 1 || b <= 1 {

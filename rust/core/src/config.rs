@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::graph::config::GraphConfig;
 use crate::hp::{HpSpec, SampledHp};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -13,6 +14,7 @@ pub enum PriorType {
     MlpScm,
     TreeScm,
     MixScm,
+    GraphScm,
     Dummy,
 }
 
@@ -22,6 +24,7 @@ impl PriorType {
             PriorType::MlpScm => "mlp_scm",
             PriorType::TreeScm => "tree_scm",
             PriorType::MixScm => "mix_scm",
+            PriorType::GraphScm => "graph_scm",
             PriorType::Dummy => "dummy",
         }
     }
@@ -80,6 +83,9 @@ pub struct PriorConfig {
     /// Attempts per dataset before the last (invalid) one is kept, as TabICL (100).
     #[serde(default = "default_max_attempts")]
     pub max_attempts: usize,
+    /// The causal-DAG prior's sections (`graph_scm` only; defaults when absent).
+    #[serde(default)]
+    pub graph: GraphConfig,
 }
 
 /// Parses each `scm_sampled_hp` entry on its own so an error names the key.
@@ -207,6 +213,7 @@ impl PriorConfig {
         }
         // Checked for every prior type: a typo is an error even where the key is unused.
         SampledHp::check_spec(&self.sampled_hp, &f.overrides)?;
+        self.graph.validate()?;
         Ok(())
     }
 }

@@ -60,6 +60,73 @@ pub fn softplus(x: f32) -> f32 {
     if x > 20.0 { x } else { x.max(0.0) + log1p_unit(exp(-x.abs())) }
 }
 
+/// `ln(x)` for positive finite x: x = m 2^e with m in [sqrt(1/2), sqrt(2)), ln m = 2 atanh(s)
+/// with s = (m - 1) / (m + 1), |s| <= 0.172, series to s^11 (error below 1e-9).
+#[inline(always)]
+pub fn ln(x: f32) -> f32 {
+    let bits = x.to_bits();
+    // Shift the mantissa range to [sqrt(1/2), sqrt(2)) by biasing before extracting the exponent.
+    let adj = bits.wrapping_sub(0x3f35_04f3);
+    let e = (adj as i32) >> 23;
+    let m = f32::from_bits(bits.wrapping_sub((e as u32) << 23));
+    let s = (m - 1.0) / (m + 1.0);
+    let z = s * s;
+    let series =
+        2.0 * s * (1.0 + z * (1.0 / 3.0 + z * (1.0 / 5.0 + z * (1.0 / 7.0 + z * (1.0 / 9.0 + z * (1.0 / 11.0))))));
+    e as f32 * std::f32::consts::LN_2 + series
+}
+
+/// `|x|^p` for p > 0 (0 at x = 0), through [`exp`] and [`ln`].
+#[inline(always)]
+pub fn pow_abs(x: f32, p: f32) -> f32 {
+    let a = x.abs();
+    if a == 0.0 {
+        0.0
+    } else if a.is_finite() {
+        exp(p * ln(a))
+    } else {
+        a.powf(p)
+    }
+}
+
+/// `|x|^p` for p > 0 and finite x, branch-free so loops over it vectorise; |x| below 1e-30
+/// counts as 1e-30 (contributing at most 1e-15 for p >= 1/2).
+#[inline(always)]
+pub fn pow_abs_nz(x: f32, p: f32) -> f32 {
+    exp(p * ln(x.abs().max(1e-30)))
+}
+
+const TWO_PI_HI: f32 = 6.281_25; // 2 pi split so that k * TWO_PI_HI is exact for |k| < 2^15
+const TWO_PI_LO: f32 = 1.935_307_2e-3;
+
+/// `cos(x)`: x reduced to [-pi, pi] by a multiple of 2 pi, then the even Taylor series to r^20
+/// (truncation error below 4e-9). Arguments beyond 2^15 periods fall back to libm.
+#[inline(always)]
+pub fn cos(x: f32) -> f32 {
+    if !(x.abs() < 2.0e5) {
+        return x.cos();
+    }
+    let k = (x * (0.5 * std::f32::consts::FRAC_1_PI) + ROUND) - ROUND;
+    let r = x - k * TWO_PI_HI - k * TWO_PI_LO;
+    let z = r * r;
+    let mut p = 1.0 / 2_432_902_008_176_640_000.0f32; // 1 / 20!
+    for c in [
+        -1.0 / 6_402_373_705_728_000.0, // 18!
+        1.0 / 20_922_789_888_000.0,
+        -1.0 / 87_178_291_200.0,
+        1.0 / 479_001_600.0,
+        -1.0 / 3_628_800.0,
+        1.0 / 40_320.0,
+        -1.0 / 720.0,
+        1.0 / 24.0,
+        -0.5,
+        1.0,
+    ] {
+        p = p * z + c;
+    }
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +169,29 @@ mod tests {
         for u in grid(0.0, 1.0, 100_000).skip(1) {
             assert!(rel(log1p_unit(u), f64::from(u).ln_1p()) < 3e-7, "log1p({u})");
         }
+    }
+
+    #[test]
+    fn ln_pow_and_cos_match_float64() {
+        for x in grid(1e-30, 1.0, 200_000).chain(grid(1.0, 1e6, 200_000)) {
+            assert!((f64::from(ln(x)) - f64::from(x).ln()).abs() < 2e-6, "ln({x})");
+        }
+        for x in grid(-50.0, 50.0, 20_001) {
+            for p in [0.5f32, 1.3, 2.7, 4.0] {
+                let want = f64::from(x).abs().powf(f64::from(p));
+                assert!(rel(pow_abs(x, p), want) < 3e-5 || want < 1e-30, "pow({x}, {p})");
+            }
+        }
+        assert_eq!(pow_abs(0.0, 0.7), 0.0);
+        for x in grid(-50.0, 50.0, 20_001).filter(|x| x.abs() > 1e-6) {
+            let want = f64::from(x).abs().powf(1.7);
+            assert!(rel(pow_abs_nz(x, 1.7), want) < 3e-5, "pow_nz({x})");
+        }
+        assert!(pow_abs_nz(0.0, 0.5) <= 1e-15);
+        for x in grid(-3000.0, 3000.0, 2_000_000) {
+            let err = (f64::from(cos(x)) - f64::from(x).cos()).abs();
+            assert!(err < 2e-6 * (1.0 + f64::from(x.abs()) * 1e-3), "cos({x}) error {err}");
+        }
+        assert_eq!(cos(1e9), 1e9f32.cos());
     }
 }
