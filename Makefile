@@ -7,7 +7,7 @@ DEPS_STAMP := $(VENV)/.tabfm-deps
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: all build demo test test-rust test-python bench lint format clean
+.PHONY: all build demo test test-rust test-python bench dagzoo-venv lint format clean
 
 all: test
 
@@ -36,8 +36,25 @@ test-python: build
 
 test: build test-rust test-python
 
-# Benchmarks against the peer (TabICL 2.2.0), results in bench-results/.
-bench: build
+# dagzoo 0.20.0 (graph-prior peer of benches/test_graph_throughput.py) needs Python >= 3.13: its own
+# virtual environment, created once and kept (torch comes with it from PyPI, a few GB).
+# Override with `make bench DAGZOO_PYTHON=/path/to/python3.13`.
+DAGZOO_PYTHON ?= $(firstword $(wildcard /root/.pyenv/versions/3.13.0/bin/python3.13) \
+	$(shell command -v python3.13 2>/dev/null) python3.13)
+DAGZOO_VERSION := 0.20.0
+DAGZOO_VENV := .venv-dagzoo
+DAGZOO_STAMP := $(DAGZOO_VENV)/.dagzoo-$(DAGZOO_VERSION)
+
+$(DAGZOO_STAMP):
+	$(DAGZOO_PYTHON) -m venv $(DAGZOO_VENV)
+	$(DAGZOO_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DAGZOO_VENV)/bin/python -m pip install --quiet "dagzoo==$(DAGZOO_VERSION)"
+	touch $@
+
+dagzoo-venv: $(DAGZOO_STAMP)
+
+# Benchmarks against the peers (TabICL 2.2.0; dagzoo 0.20.0 for graph_scm), results in bench-results/.
+bench: build $(DAGZOO_STAMP)
 	mkdir -p bench-results
 	$(VPY) -m pytest benches --benchmark-only --benchmark-json=bench-results/prior.json \
 		--benchmark-columns=min,median,max,rounds -p no:randomly -q

@@ -7,7 +7,9 @@ Entries are matched by ``extra_info`` (impl, prior, threads), not by test name. 
 second are ``datasets_per_call / mean round time`` (rounds draw different batches of different
 cost, so the mean is the throughput). Speed-up targets: tabfm on one thread vs
 TabICL 2.2.0 on one thread >= 100x for ``mlp_scm`` and ``mix_scm``, >= 30x for ``tree_scm``;
-tabfm on two threads vs one thread >= 1.8x.
+tabfm on two threads vs one thread >= 1.8x. Graph prior (``graph_scm``, from
+``benches/test_graph_throughput.py``): tabfm on one thread vs TabICL 2.2.0 and vs dagzoo 0.20.0, each
+on one thread, >= 100x (per core: datasets per second and datasets per CPU-second).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from typing import Any
 PRIORS = ("mlp_scm", "tree_scm", "mix_scm")
 TARGETS = {"mlp_scm": 100.0, "tree_scm": 30.0, "mix_scm": 100.0}
 SCALING_TARGET = 1.8
+GRAPH_PRIOR = "graph_scm"
+GRAPH_PEERS = {"tabicl": "TabICL 2.2.0", "dagzoo": "dagzoo 0.20.0"}
+GRAPH_TARGET = 100.0
 
 
 def _rate(bench: dict[str, Any]) -> float | None:
@@ -73,6 +78,41 @@ def main_table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def graph_table(data: dict[str, Any]) -> str | None:
+    """tabfm vs TabICL and dagzoo on the graph prior, per core (all on one thread)."""
+    entries = throughput_entries(data)
+    if not any(prior == GRAPH_PRIOR for _, prior, _ in entries):
+        return None
+    one = entries.get(("tabfm", GRAPH_PRIOR, 1))
+    two = entries.get(("tabfm", GRAPH_PRIOR, 2))
+    r_one = _rate(one) if one else None
+    r_two = _rate(two) if two else None
+    cpu_one = one["extra_info"].get("datasets_per_cpu_s") if one else None
+    lines = [
+        "| peer (1T) | peer ds/s | peer ds per CPU-s | tabfm 1T ds/s | tabfm 1T ds per CPU-s "
+        "| ratio ds/s | ratio per CPU-s | target |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for peer, name in GRAPH_PEERS.items():
+        b = entries.get((peer, GRAPH_PRIOR, 1))
+        r_peer = _rate(b) if b else None
+        cpu_peer = b["extra_info"].get("datasets_per_cpu_s") if b else None
+        ratio = r_one / r_peer if r_one and r_peer else None
+        ratio_cpu = cpu_one / cpu_peer if cpu_one and cpu_peer else None
+        lines.append(
+            f"| {name} | {_fmt(r_peer, '.2f')} | {_fmt(cpu_peer, '.2f')} | {_fmt(r_one)} | {_fmt(cpu_one)} | "
+            f"{_fmt(ratio, '.0f', 'x')}{_verdict(ratio, GRAPH_TARGET)} | "
+            f"{_fmt(ratio_cpu, '.0f', 'x')}{_verdict(ratio_cpu, GRAPH_TARGET)} | >= {GRAPH_TARGET:.0f}x |"
+        )
+    scaling = r_two / r_one if r_two and r_one else None
+    lines.append("")
+    lines.append(
+        f"tabfm 2T: {_fmt(r_two)} ds/s, 2T/1T {_fmt(scaling, '.2f', 'x')}"
+        f"{_verdict(scaling, SCALING_TARGET)} (target >= {SCALING_TARGET}x)."
+    )
+    return "\n".join(lines)
+
+
 def detail_table(data: dict[str, Any]) -> str:
     entries = throughput_entries(data)
     lines = [
@@ -114,10 +154,18 @@ def main(argv: list[str]) -> int:
         data = json.load(f)
     machine = data.get("machine_info", {})
     cpu = machine.get("cpu", {}).get("brand_raw") or machine.get("processor") or "unknown CPU"
+    entries = throughput_entries(data)
     print(f"Prior throughput, B=64, 1024 rows, <= 100 features ({cpu}, {data.get('datetime', '')})")
     print()
-    print(main_table(data))
-    print()
+    if any(prior in PRIORS for _, prior, _ in entries):
+        print(main_table(data))
+        print()
+    graph = graph_table(data)
+    if graph is not None:
+        print("Graph prior (graph_scm) throughput per core, 1024 rows, <= 100 features, <= 10 classes")
+        print()
+        print(graph)
+        print()
     print(detail_table(data))
     print()
     print(memory_line(data))

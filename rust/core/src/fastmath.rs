@@ -12,13 +12,16 @@ const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding and subtracting it rounds
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let xc = x.clamp(-87.33, 88.72);
-    let n = (xc * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let t = xc * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
     let r = xc - n * LN2_HI - n * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
                 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    let ni = n as i32;
+    // n from the bits of t (integer subtraction) rather than a float->int cast, whose
+    // saturating semantics would keep the loop scalar.
+    let ni = t.to_bits() as i32 - ROUND.to_bits() as i32;
     let half = ni >> 1;
     let s1 = f32::from_bits(((half + 127) as u32) << 23);
     let s2 = f32::from_bits(((ni - half + 127) as u32) << 23);
@@ -96,18 +99,38 @@ pub fn pow_abs_nz(x: f32, p: f32) -> f32 {
     exp(p * ln(x.abs().max(1e-30)))
 }
 
-const TWO_PI_HI: f32 = 6.281_25; // 2 pi split so that k * TWO_PI_HI is exact for |k| < 2^15
-const TWO_PI_LO: f32 = 1.935_307_2e-3;
+/// Runs `kernel` compiled for AVX2 where the CPU has it: loops inlined into it vectorise 8
+/// lanes wide. Results are identical either way (Rust never contracts into FMA on its own).
+#[inline(always)]
+pub fn with_avx2<R>(kernel: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports the feature the function is compiled for.
+            return unsafe { run_avx2(kernel) };
+        }
+    }
+    kernel()
+}
 
-/// `cos(x)`: x reduced to [-pi, pi] by a multiple of 2 pi, then the even Taylor series to r^20
-/// (truncation error below 4e-9). Arguments beyond 2^15 periods fall back to libm.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn run_avx2<R>(kernel: impl FnOnce() -> R) -> R {
+    kernel()
+}
+
+const ROUND64: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52: rounds an f64 to an integer
+
+/// `cos(x)`: x reduced to [-pi, pi] by a multiple of 2 pi in float64 (exact enough for every
+/// float32 below 1e15), then the even Taylor series to r^20 (truncation error below 4e-9).
 #[inline(always)]
 pub fn cos(x: f32) -> f32 {
-    if !(x.abs() < 2.0e5) {
+    if !(x.abs() < 1e15) {
         return x.cos();
     }
-    let k = (x * (0.5 * std::f32::consts::FRAC_1_PI) + ROUND) - ROUND;
-    let r = x - k * TWO_PI_HI - k * TWO_PI_LO;
+    let xd = f64::from(x);
+    let k = (xd * (0.5 * std::f64::consts::FRAC_1_PI) + ROUND64) - ROUND64;
+    let r = (xd - k * std::f64::consts::TAU) as f32;
     let z = r * r;
     let mut p = 1.0 / 2_432_902_008_176_640_000.0f32; // 1 / 20!
     for c in [
@@ -190,8 +213,12 @@ mod tests {
         assert!(pow_abs_nz(0.0, 0.5) <= 1e-15);
         for x in grid(-3000.0, 3000.0, 2_000_000) {
             let err = (f64::from(cos(x)) - f64::from(x).cos()).abs();
-            assert!(err < 2e-6 * (1.0 + f64::from(x.abs()) * 1e-3), "cos({x}) error {err}");
+            assert!(err < 2e-6, "cos({x}) error {err}");
         }
-        assert_eq!(cos(1e9), 1e9f32.cos());
+        for x in grid(1e4, 1e9, 100_000) {
+            let err = (f64::from(cos(x)) - f64::from(x).cos()).abs();
+            assert!(err < 2e-6, "cos({x}) error {err}");
+        }
+        assert_eq!(cos(1e20), 1e20f32.cos());
     }
 }

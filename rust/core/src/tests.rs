@@ -35,7 +35,7 @@ fn config(prior: &str, batch_size: usize, extra: &str) -> PriorConfig {
 
 #[test]
 fn identical_for_any_thread_count() {
-    for prior in ["mlp_scm", "tree_scm", "mix_scm", "dummy"] {
+    for prior in ["mlp_scm", "tree_scm", "mix_scm", "graph_scm", "dummy"] {
         let cfg = config(prior, 8, "");
         let a = generate_batch(&cfg, 3, 1);
         let b = generate_batch(&cfg, 3, 2);
@@ -118,4 +118,22 @@ fn seq_len_per_group_pads_to_the_longest() {
     // Two groups: within a group one seq_len.
     assert!(b.seq_lens[0..4].iter().all(|&s| s == b.seq_lens[0]));
     assert!(b.seq_lens[4..8].iter().all(|&s| s == b.seq_lens[4]));
+}
+
+#[test]
+fn graph_datasets_respect_the_structural_filter() {
+    let cfg = config("graph_scm", 16, "");
+    let batch = generate_batch(&cfg, 1, 2);
+    for m in &batch.meta {
+        let lin = m.lineage.as_ref().expect("graph datasets carry their lineage");
+        assert!(m.valid, "{:?}", m.rejections);
+        // Acyclic by construction: every parent index is below its child's.
+        for (j, ps) in lin.parents.iter().enumerate() {
+            assert!(ps.iter().all(|&p| p < j));
+        }
+        assert!(!lin.parents[lin.target_node].is_empty(), "the target is not a root");
+        assert!(lin.relevant_features.len() >= 2, "at least two emitted features feed the target");
+        assert_eq!(lin.feature_nodes.len(), m.d);
+        assert_eq!(m.attempts, 1 + m.rejections.iter().map(|(_, c)| c).sum::<usize>());
+    }
 }

@@ -740,9 +740,11 @@ fn gp(ctx: &mut Ctx, x: &Mat, out: usize) -> Mat {
     let mut weights = ctx.gauss_vec(P * out); // (P x out)
     weights.iter_mut().for_each(|v| *v /= (P as f32).sqrt());
     let mut phase = x.matmul_t(&freqs_t, P);
-    for row in phase.data.chunks_exact_mut(P) {
-        row.iter_mut().zip(&bias).for_each(|(v, b)| *v = fastmath::cos(*v + b));
-    }
+    fastmath::with_avx2(|| {
+        for row in phase.data.chunks_exact_mut(P) {
+            row.iter_mut().zip(&bias).for_each(|(v, b)| *v = fastmath::cos(*v + b));
+        }
+    });
     phase.matmul_t(&transpose(&weights, P, out), out)
 }
 
