@@ -32,3 +32,14 @@ def _tree_fit_predict(
     x: npt.NDArray[np.float32], y: npt.NDArray[np.float32], max_depth: int, n_estimators: int
 ) -> npt.NDArray[np.float32]: ...
 def _debug_panic(in_pool: bool) -> None: ...
+def learnability(
+    x: npt.NDArray[np.float32],
+    y: npt.NDArray[np.float32],
+    classification: bool,
+    seed: int = 0,
+    n_estimators: int = 25,
+    max_depth: int = 6,
+    n_bootstrap: int = 200,
+) -> dict[str, float]:
+    """Out-of-bag ExtraTrees vs a constant baseline: pvalue, score, model_rmse, baseline_rmse, n_oob."""
+    ...
