@@ -148,3 +148,17 @@ def test_pinned_digest_dummy_x() -> None:
     X = ds.get_batch_numpy(PIN_INDEX)[0]
     got = _digest(X)
     assert got == PINNED_DUMMY_X, f"dummy X changed: digest is now {got}"
+
+
+@pytest.mark.parametrize("prior_type", PRIORS)
+def test_batch_size_does_not_change_the_leading_datasets(prior_type: str) -> None:
+    """Dataset (index, position) is keyed by its own path: a larger batch of the same index
+    starts with the same datasets (whole groups; dummy shares one class count per batch)."""
+    small = make(prior_type, seed=9, batch_size=8).get_batch_numpy(3, return_meta=True)
+    large = make(prior_type, seed=9, batch_size=16).get_batch_numpy(3, return_meta=True)
+    if prior_type == "dummy":
+        assert small[0].shape[1:] == large[0].shape[1:]
+        return
+    for a, b in zip(small[:5], large[:5], strict=True):
+        assert a.tobytes() == b[:8].tobytes()
+    assert small[5] == large[5][:8]

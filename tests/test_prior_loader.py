@@ -86,12 +86,13 @@ def test_num_batches_len_and_finite_iteration() -> None:
 # ------------------------------------------------------------------ workers
 
 
+@pytest.mark.parametrize("prior_type", ["mlp_scm", "graph_scm"])
 @pytest.mark.parametrize("n", [6, 7])
-def test_two_forked_workers_deliver_batches_in_order(n: int) -> None:
-    ds = make(num_batches=n)
+def test_two_forked_workers_deliver_batches_in_order(n: int, prior_type: str) -> None:
+    ds = make(num_batches=n, prior_type=prior_type)
     ld = loader(ds, num_workers=2)
     assert ld.multiprocessing_context == "fork"
-    got = indices(list(ld), index_map(n))
+    got = indices(list(ld), index_map(n, prior_type=prior_type))
     assert got == list(range(n))
     assert len(set(got)) == len(got)
 
@@ -124,13 +125,14 @@ def test_loader_argument_validation() -> None:
 # ------------------------------------------------------------------ DDP sharding
 
 
+@pytest.mark.parametrize("prior_type", ["mlp_scm", "graph_scm"])
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_ranks_get_disjoint_shards_covering_all_indices(num_workers: int) -> None:
+def test_ranks_get_disjoint_shards_covering_all_indices(num_workers: int, prior_type: str) -> None:
     n = 5
-    table = index_map(2 * n)
+    table = index_map(2 * n, prior_type=prior_type)
     shards = []
     for rank in (0, 1):
-        ds = make(num_batches=n, rank=rank, world_size=2)
+        ds = make(num_batches=n, rank=rank, world_size=2, prior_type=prior_type)
         got = indices(list(loader(ds, num_workers)), table)
         assert got == list(range(rank, 2 * n, 2)), (rank, got)
         shards.append(got)
@@ -287,7 +289,7 @@ def test_load_state_dict_rejects_malformed_state() -> None:
 # ------------------------------------------------------------------ pickling
 
 
-@pytest.mark.parametrize("prior_type", ["mlp_scm", "tree_scm", "mix_scm", "dummy"])
+@pytest.mark.parametrize("prior_type", ["mlp_scm", "tree_scm", "mix_scm", "graph_scm", "dummy"])
 def test_pickle_round_trip_generates_identical_batches(prior_type: str) -> None:
     ds = make(prior_type=prior_type, num_batches=9)
     it = iter(ds)
