@@ -4,7 +4,6 @@ filters and rejection counts, noise, shift and missingness."""
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pytest
@@ -207,7 +206,9 @@ def test_mechanism_drift_shifts_mass_away_from_linear_families() -> None:
         return fams.count("linear") / len(fams)
 
     assert linear_share(tilted) < linear_share(base) - 0.03
-    shift = metas(make(GraphConfig.from_dict({"shift": {"mode": "mixed"}})), indices=(0,))[0][3]["lineage"]["shift"]
+    shift = metas(make(GraphConfig.from_dict({"shift": {"mode": "mixed"}})), indices=(0,))[0][3]["lineage"][
+        "shift"
+    ]
     assert shift["graph_scale"] == pytest.approx(1 / 3) and shift["variance_scale"] == pytest.approx(1 / 3)
     assert shift["noise_variance_multiplier"] == pytest.approx(2 ** (1 / 3))
 
@@ -227,7 +228,7 @@ def test_regression_targets_are_standardised() -> None:
 def test_missingness_rate_is_met(mechanism: str, rate: float) -> None:
     cfg = GraphConfig(missingness=MissingnessSection(mechanism=mechanism, rate=rate))
     realised = []
-    for X, y, d, m in metas(make(cfg, min_features=4), indices=(0,)):
+    for X, y, _, m in metas(make(cfg, min_features=4), indices=(0,)):
         miss = m["lineage"]["missingness"]
         assert miss["requested_rate"] == rate
         assert np.isnan(X).mean() == pytest.approx(miss["realised_rate"], abs=1e-9)
@@ -288,14 +289,30 @@ def test_mar_depends_on_observed_columns_only() -> None:
 
 
 BAD_CONFIGS = [
-    ({"graph": {"n_nodes_min": 0}}, ValueError, "graph_config.graph.n_nodes_min=0 is invalid: must be in [1, 1024]"),
-    ({"graph": {"n_nodes_min": 5, "n_nodes_max": 3}}, ValueError, "graph_config.graph.n_nodes_max=3 is invalid"),
+    (
+        {"graph": {"n_nodes_min": 0}},
+        ValueError,
+        "graph_config.graph.n_nodes_min=0 is invalid: must be in [1, 1024]",
+    ),
+    (
+        {"graph": {"n_nodes_min": 5, "n_nodes_max": 3}},
+        ValueError,
+        "graph_config.graph.n_nodes_max=3 is invalid",
+    ),
     ({"graph": {"edge_logit_offset": "dense"}}, TypeError, "graph_config.graph.edge_logit_offset='dense'"),
     ({"graph": {"nodes": 3}}, ValueError, "graph_config.graph.nodes is unknown"),
     ({"graphs": {}}, ValueError, "graph_config section 'graphs' is unknown"),
-    ({"noise": {"family": "cauchy"}}, ValueError, "graph_config.noise.family='cauchy' is invalid: allowed values"),
+    (
+        {"noise": {"family": "cauchy"}},
+        ValueError,
+        "graph_config.noise.family='cauchy' is invalid: allowed values",
+    ),
     ({"noise": {"student_t_df": 2}}, ValueError, "graph_config.noise.student_t_df=2 is invalid: must be > 2"),
-    ({"noise": {"mixture_weights": [1, 1]}}, ValueError, "graph_config.noise.mixture_weights=[1, 1] is invalid"),
+    (
+        {"noise": {"mixture_weights": [1, 1]}},
+        ValueError,
+        "graph_config.noise.mixture_weights=[1, 1] is invalid",
+    ),
     ({"missingness": {"rate": 0.2}}, ValueError, "rate=0.2 is invalid with mechanism='none'"),
     ({"missingness": {"mechanism": "mar", "rate": 0.99}}, ValueError, "graph_config.missingness.rate=0.99"),
     ({"missingness": {"mechanism": "mnar"}}, ValueError, "rate=0 is invalid with mechanism='mnar'"),
@@ -304,13 +321,21 @@ BAD_CONFIGS = [
     ({"shift": {"graph_scale": 0.4}}, ValueError, "graph_scale=0.4 is invalid with shift.mode='off'"),
     ({"shift": {"mode": "custom", "variance_scale": 11}}, ValueError, "variance_scale=11 is invalid"),
     ({"mechanism": {"function_families": {"transformer": 1.0}}}, ValueError, "unknown family 'transformer'"),
-    ({"mechanism": {"aggregations": ["mean"]}}, ValueError, "graph_config.mechanism.aggregations contains 'mean'"),
+    (
+        {"mechanism": {"aggregations": ["mean"]}},
+        ValueError,
+        "graph_config.mechanism.aggregations contains 'mean'",
+    ),
     ({"mechanism": {"aggregations": []}}, ValueError, "graph_config.mechanism.aggregations=[] is invalid"),
     ({"mechanism": {"categorical_modes": "softmax_id"}}, TypeError, "expected a list"),
     ({"mechanism": {"correlated_choices": "yes"}}, TypeError, "correlated_choices='yes'"),
     ({"filter": {"max_attempts": 0}}, ValueError, "graph_config.filter.max_attempts=0 is invalid"),
     ({"filter": {"min_target_relevant_fraction": 1.5}}, ValueError, "min_target_relevant_fraction=1.5"),
-    ({"dataset": {"categorical_ratio_min": 0.8, "categorical_ratio_max": 0.2}}, ValueError, "categorical_ratio_max=0.2"),
+    (
+        {"dataset": {"categorical_ratio_min": 0.8, "categorical_ratio_max": 0.2}},
+        ValueError,
+        "categorical_ratio_max=0.2",
+    ),
     ({"dataset": {"max_categorical_cardinality": 1}}, ValueError, "max_categorical_cardinality=1 is invalid"),
     (["graph"], TypeError, "graph_config=['graph'] is invalid"),
 ]
@@ -331,8 +356,10 @@ def test_partial_family_weights_keep_the_others() -> None:
 
 
 def test_all_zero_family_weights_are_rejected() -> None:
-    zeros = dict.fromkeys(["mlp", "tree", "discretization", "linear", "quadratic", "gp", "em", "product"], 0.0)
-    with pytest.raises(ValueError, match="function_families=.* is invalid: at least one weight > 0"):
+    zeros = dict.fromkeys(
+        ["mlp", "tree", "discretization", "linear", "quadratic", "gp", "em", "product"], 0.0
+    )
+    with pytest.raises(ValueError, match=r"function_families=.* is invalid: at least one weight > 0"):
         GraphConfig.from_dict({"mechanism": {"function_families": zeros}})
 
 
@@ -350,23 +377,25 @@ def test_core_validates_the_graph_sections_itself() -> None:
         _core.PriorEngine(to_json(cfg))
     cfg = make().config
     cfg["graph"]["noise"]["family"] = "cauchy"
-    with pytest.raises(ValueError, match="graph_config.noise.family contains \"cauchy\""):
+    with pytest.raises(ValueError, match=r"graph_config\.noise\.family contains \"cauchy\""):
         _core.PriorEngine(json.dumps(cfg))
 
 
 def test_yaml_round_trip_and_overrides(tmp_path) -> None:
     import yaml
 
-    cfg = GraphConfig.from_dict({"graph": {"n_nodes_max": 8}, "missingness": {"mechanism": "mcar", "rate": 0.1}})
+    cfg = GraphConfig.from_dict(
+        {"graph": {"n_nodes_max": 8}, "missingness": {"mechanism": "mcar", "rate": 0.1}}
+    )
     path = tmp_path / "prior.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict()))
     assert GraphConfig.from_yaml(path) == cfg
     over = cfg.with_overrides(["graph.n_nodes_max=12", "shift.mode=mixed", "noise.family=laplace"])
     assert over.graph.n_nodes_max == 12 and over.noise.family == "laplace"
     assert over.shift.graph_scale == pytest.approx(1 / 3)
-    with pytest.raises(ValueError, match="override 'graph.n_nodes_max' is invalid"):
+    with pytest.raises(ValueError, match=r"override 'graph\.n_nodes_max' is invalid"):
         cfg.with_overrides(["graph.n_nodes_max"])
-    with pytest.raises(ValueError, match="graph_config.graph.n_nodes_max=1 is invalid"):
+    with pytest.raises(ValueError, match=r"graph_config\.graph\.n_nodes_max=1 is invalid"):
         cfg.with_overrides(["graph.n_nodes_max=1"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("noise:\n  family: pink\n")

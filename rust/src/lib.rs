@@ -202,6 +202,7 @@ fn _tree_fit_predict<'py>(
 /// bootstrap p-value of "model better than baseline" (the graph prior's filter).
 #[pyfunction]
 #[pyo3(signature = (x, y, classification, seed=0, n_estimators=25, max_depth=6, n_bootstrap=200))]
+#[allow(clippy::too_many_arguments)] // the Python signature: keyword arguments with defaults
 fn learnability<'py>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, f32>,

@@ -87,7 +87,9 @@ def _choice(section: str, name: str, v: Any, allowed: tuple[str, ...]) -> str:
 
 def _subset(section: str, name: str, v: Any, allowed: tuple[str, ...]) -> tuple[str, ...]:
     if isinstance(v, str) or not isinstance(v, Iterable):
-        raise TypeError(f"{_where(section, name)}={v!r} is invalid: expected a list drawn from {list(allowed)}")
+        raise TypeError(
+            f"{_where(section, name)}={v!r} is invalid: expected a list drawn from {list(allowed)}"
+        )
     v = tuple(v)
     if not v:
         raise ValueError(f"{_where(section, name)}=[] is invalid: choose at least one of {list(allowed)}")
@@ -150,8 +152,9 @@ class MechanismSection:
     #: the nodes of one dataset share them. TabICL 2.2.0 draws them independently (False).
     correlated_choices: bool = False
     kumaraswamy_warping: bool = True
-    #: Warp the emitted column rather than the value the children see (TabICL's corrected mode).
-    warp_emitted_column: bool = False
+    #: Warp only the emitted column; the children see the raw value (TabICL's corrected mode).
+    #: By default both are warped, which is what TabICL 2.2.0 produces.
+    warp_emitted_only: bool = False
     warp_target: bool = True
     node_feature_importance: bool = True
     node_l2_norm: bool = True
@@ -175,7 +178,9 @@ class MechanismSection:
                 )
             _real(s, f"function_families[{k!r}]", w, 0.0, 1e6)
         if sum(fam.get(f, 0.0) for f in FAMILIES) <= 0:
-            raise ValueError(f"{_where(s, 'function_families')}={dict(fam)!r} is invalid: at least one weight > 0")
+            raise ValueError(
+                f"{_where(s, 'function_families')}={dict(fam)!r} is invalid: at least one weight > 0"
+            )
         # Families left out of a partial dict keep weight 1.
         object.__setattr__(self, "function_families", {**_default_families(), **fam})
         for name, allowed in (
@@ -188,7 +193,7 @@ class MechanismSection:
         for name in (
             "correlated_choices",
             "kumaraswamy_warping",
-            "warp_emitted_column",
+            "warp_emitted_only",
             "warp_target",
             "node_feature_importance",
             "node_l2_norm",
@@ -285,7 +290,9 @@ class MissingnessSection:
                 f"{_where(s, 'rate')}={rate!r} is invalid with mechanism='none': choose 'mcar', 'mar' or 'mnar'"
             )
         if self.mechanism != "none" and rate == 0:
-            raise ValueError(f"{_where(s, 'rate')}=0 is invalid with mechanism={self.mechanism!r}: must be > 0")
+            raise ValueError(
+                f"{_where(s, 'rate')}=0 is invalid with mechanism={self.mechanism!r}: must be > 0"
+            )
         _real(s, "mar_observed_fraction", self.mar_observed_fraction, 0.0, 1.0)
         _real(s, "mar_logit_scale", self.mar_logit_scale, 0.0, 100.0)
         _real(s, "mnar_logit_scale", self.mnar_logit_scale, 0.0, 100.0)
@@ -370,10 +377,14 @@ class GraphConfig:
         if data is None:
             return cls()
         if not isinstance(data, Mapping):
-            raise TypeError(f"graph_config={data!r} is invalid: expected a dict of sections {list(_SECTIONS)}")
+            raise TypeError(
+                f"graph_config={data!r} is invalid: expected a dict of sections {list(_SECTIONS)}"
+            )
         for key in data:
             if key not in _SECTIONS:
-                raise ValueError(f"graph_config section {key!r} is unknown: allowed sections are {list(_SECTIONS)}")
+                raise ValueError(
+                    f"graph_config section {key!r} is unknown: allowed sections are {list(_SECTIONS)}"
+                )
         return cls(**{k: _section(k, v) for k, v in data.items()})
 
     @classmethod

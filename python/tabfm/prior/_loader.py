@@ -1,4 +1,5 @@
-"""A DataLoader over :class:`PriorDataset` that knows how far it got, for exact resumption."""
+"""A DataLoader over :class:`PriorDataset` (or a corpus ``ShardDataset``) that knows how far it
+got, for exact resumption."""
 
 from __future__ import annotations
 
@@ -30,8 +31,12 @@ class PriorDataLoader:
         multiprocessing_context: str | None = "fork",
         timeout: float = 0,
     ):
-        if not isinstance(dataset, PriorDataset):
-            raise TypeError(f"dataset={dataset!r} is invalid: expected a tabfm.prior.PriorDataset")
+        from tabfm.corpus import ShardDataset
+
+        if not isinstance(dataset, (PriorDataset, ShardDataset)):
+            raise TypeError(
+                f"dataset={dataset!r} is invalid: expected a tabfm.prior.PriorDataset or tabfm.corpus.ShardDataset"
+            )
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"num_workers={num_workers!r} is invalid: an int >= 0")
         self.dataset = dataset
@@ -55,7 +60,8 @@ class PriorDataLoader:
         )
         for batch in loader:
             self._delivered += 1
-            yield batch
+            if batch is not None:  # None: a batch of a skipped corrupt shard, counted all the same
+                yield batch
 
     def __len__(self) -> int:
         return len(self.dataset) - self._delivered

@@ -125,7 +125,7 @@ const ROUND64: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52: rounds an f64 to an
 /// float32 below 1e15), then the even Taylor series to r^20 (truncation error below 4e-9).
 #[inline(always)]
 pub fn cos(x: f32) -> f32 {
-    if !(x.abs() < 1e15) {
+    if x.is_nan() || x.abs() >= 1e15 {
         return x.cos();
     }
     let xd = f64::from(x);

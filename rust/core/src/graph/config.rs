@@ -69,9 +69,9 @@ pub struct MechanismSection {
     /// preferences (TabICL 2.2.0 draws fresh weights per call, i.e. uniform choices).
     pub correlated_choices: bool,
     pub kumaraswamy_warping: bool,
-    /// Warp the emitted column instead of the value propagated to children (TabICL's
-    /// `use_corrected_num_converters`; the default keeps TabICL's pretraining behaviour).
-    pub warp_emitted_column: bool,
+    /// Warp only the emitted column, the children see the raw value (TabICL's
+    /// `use_corrected_num_converters`); by default both are warped, as in TabICL 2.2.0's data.
+    pub warp_emitted_only: bool,
     pub warp_target: bool,
     pub node_feature_importance: bool,
     pub node_l2_norm: bool,
@@ -92,7 +92,7 @@ impl Default for MechanismSection {
             categorical_modes: s(&CATEGORICAL_MODES),
             correlated_choices: false,
             kumaraswamy_warping: true,
-            warp_emitted_column: false,
+            warp_emitted_only: false,
             warp_target: true,
             node_feature_importance: true,
             node_l2_norm: true,

@@ -63,6 +63,10 @@ pub struct Lineage {
     pub learnability: Option<(f64, f64)>,
 }
 
+/// A rejected attempt: the reason and, when it got that far, the dataset (kept in case every
+/// attempt fails).
+type Rejected = (Reject, Option<Box<Attempt>>);
+
 /// One dataset attempt, before it is written into the batch.
 struct Attempt {
     x: Vec<f32>,
@@ -127,7 +131,7 @@ fn attempt(
     train_size: usize,
     num_features: usize,
     num_classes: Option<usize>,
-) -> Result<Attempt, (Reject, Option<Attempt>)> {
+) -> Result<Attempt, Rejected> {
     let sizes = categorical_sizes(ctx, num_features);
     let s = sample_structure(ctx, num_features).map_err(|r| (r, None))?;
     let target = match num_classes {
@@ -197,11 +201,11 @@ fn attempt(
     if !finite {
         out.x = vec![0.0; rows * num_features.max(1)];
         out.y = vec![-100.0; rows];
-        return Err((Reject::Nonfinite, Some(out)));
+        return Err((Reject::Nonfinite, Some(Box::new(out))));
     }
     if d == 0 {
         out.y = y;
-        return Err((Reject::AllConstantFeatures, Some(out)));
+        return Err((Reject::AllConstantFeatures, Some(Box::new(out))));
     }
     // The structural thresholds hold for the emitted columns too: constant relevant columns
     // were dropped above, which can leave the target without informative features.
@@ -217,7 +221,7 @@ fn attempt(
         } else {
             Reject::InsufficientRelevantFraction
         };
-        return Err((reason, Some(out)));
+        return Err((reason, Some(Box::new(out))));
     }
     if num_classes.is_none() {
         // Standardisation divides by max(std, 1e-6): a spread below that leaves std << 1.
@@ -226,12 +230,12 @@ fn attempt(
         let var = y.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
         if var < 0.25 {
             out.y = y;
-            return Err((Reject::ConstantTarget, Some(out)));
+            return Err((Reject::ConstantTarget, Some(Box::new(out))));
         }
     }
     if num_classes.is_some() && !class_sanity_check(&mut ctx.rng, &mut out.x, &mut y, d, train_size) {
         out.y = y;
-        return Err((Reject::InvalidClassSplit, Some(out)));
+        return Err((Reject::InvalidClassSplit, Some(Box::new(out))));
     }
     out.y = y;
     if f.learnability || f.remove_trivial {
@@ -241,10 +245,10 @@ fn attempt(
         let l = learnability(&mut ctx.rng, &out.x, rows, d, &out.y, classes, &params, f.n_bootstrap);
         out.lineage.learnability = Some((l.pvalue, l.score()));
         if f.learnability && l.pvalue >= f.learnability_pvalue {
-            return Err((Reject::Unpredictable, Some(out)));
+            return Err((Reject::Unpredictable, Some(Box::new(out))));
         }
         if f.remove_trivial && l.model_rmse <= f.trivial_threshold * l.baseline_rmse {
-            return Err((Reject::Trivial, Some(out)));
+            return Err((Reject::Trivial, Some(Box::new(out))));
         }
     }
     let _ = cfg;
@@ -296,7 +300,7 @@ pub fn generate(
             Err((reason, out)) => {
                 rejections[reason as usize] += 1;
                 if let Some(o) = out {
-                    last = Some(o);
+                    last = Some(*o);
                 }
             }
         }

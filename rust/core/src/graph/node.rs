@@ -24,7 +24,7 @@ impl Converter {
         match want {
             Want::Numeric => {
                 let m = &ctx.cfg.mechanism;
-                let allowed = m.kumaraswamy_warping && !(is_target && !m.warp_target);
+                let allowed = m.kumaraswamy_warping && (m.warp_target || !is_target);
                 let kumaraswamy = allowed && ctx.choice("num_conv_mode", 2) == 1;
                 Converter::Numeric { kumaraswamy }
             }
@@ -54,19 +54,18 @@ impl Converter {
     fn apply(&self, ctx: &mut Ctx, slice: &mut Mat) -> Vec<f32> {
         match *self {
             Converter::Numeric { kumaraswamy } => {
-                let raw = slice.data.clone();
                 if !kumaraswamy {
-                    return raw;
+                    return slice.data.clone();
                 }
                 let mut warped = slice.clone();
                 func::kumaraswamy(ctx, &mut warped);
-                if ctx.cfg.mechanism.warp_emitted_column {
-                    warped.data
-                } else {
-                    // TabICL's pretraining behaviour: the children see the warped value.
-                    *slice = warped;
-                    raw
+                if ctx.cfg.mechanism.warp_emitted_only {
+                    return warped.data;
                 }
+                // TabICL 2.2.0's data: its converter returns (warped, raw view), and the view
+                // then aliases the warped node values, so column and children are both warped.
+                *slice = warped;
+                slice.data.clone()
             }
             Converter::Categorical { mode, n_values, width } => {
                 let softmax = mode >= 4;

@@ -1,0 +1,303 @@
+"""``ShardDataset``: training batches read back from a corpus, by index, on any number of DDP
+ranks and DataLoader workers, resumable, with bounded memory."""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import IterableDataset, get_worker_info
+
+from tabfm.corpus._format import (
+    MANIFEST,
+    SHARD_DIR,
+    CorpusError,
+    read_record,
+    schema,
+    sha256_file,
+    shard_name,
+)
+
+_STATE_VERSION = 1
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+    except ImportError:  # pragma: no cover
+        pass
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+class ShardDataset(IterableDataset):
+    """Batches of exactly ``batch_size`` datasets from a corpus written by ``tabfm generate``.
+
+    Datasets are taken in corpus order (``dataset_index``); batch ``k`` holds datasets
+    ``[k * batch_size, (k + 1) * batch_size)`` and is padded with zeros to its largest ``d`` and
+    ``seq_len``. Rank ``r`` of ``W`` reads batches ``r, r + W, ...``; DataLoader workers share a
+    rank's batches round-robin, so a DataLoader delivers them in order. A trailing partial batch
+    and the batches that would make ranks unequal are dropped (``len()`` counts what is read).
+
+    Shards are verified when first opened (sha256 from their record, schema, Parquet page
+    checksums); a failure raises :class:`CorpusError` naming the file and the check, or with
+    ``skip_corrupt=True`` warns and skips the batches that touch it. With ``follow=True`` the
+    reader waits (up to ``timeout`` seconds per shard) for shards still being written, for a
+    corpus whose manifest does not exist yet. At most ``cache_shards`` shards are held in memory.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        batch_size: int,
+        *,
+        rank: int | None = None,
+        world_size: int | None = None,
+        follow: bool = False,
+        timeout: float = 600.0,
+        skip_corrupt: bool = False,
+        cache_shards: int = 2,
+        device: str = "cpu",
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} is invalid: must be an int >= 1")
+        if not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ValueError(f"timeout={timeout!r} is invalid: must be a positive number of seconds")
+        if isinstance(cache_shards, bool) or not isinstance(cache_shards, int) or cache_shards < 1:
+            raise ValueError(f"cache_shards={cache_shards!r} is invalid: must be an int >= 1")
+        for name, v in (("rank", rank), ("world_size", world_size)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                raise ValueError(f"{name}={v!r} is invalid: None (auto) or a non-negative int")
+        if world_size is not None and world_size < 1:
+            raise ValueError(f"world_size={world_size} is invalid: must be >= 1")
+        if rank is not None and world_size is not None and rank >= world_size:
+            raise ValueError(f"rank={rank} is invalid: must be < world_size={world_size}")
+        self.path = Path(path)
+        self.batch_size = batch_size
+        self.rank, self.world_size = rank, world_size
+        self.follow, self.timeout, self.skip_corrupt = follow, float(timeout), skip_corrupt
+        self.cache_shards = cache_shards
+        self.device = device
+        super().__init__()
+        self.position = 0
+        info_path = self.path / "corpus.json"
+        if not info_path.is_file():
+            raise FileNotFoundError(
+                f"path={str(self.path)!r} is not a tabfm corpus: {info_path} does not exist"
+            )
+        self.info = json.loads(info_path.read_text())
+        manifest_path = self.path / MANIFEST
+        if manifest_path.is_file():
+            self.manifest: dict[str, Any] | None = json.loads(manifest_path.read_text())
+        elif follow:
+            self.manifest = None
+        else:
+            raise CorpusError(
+                f"{manifest_path} does not exist: the corpus is incomplete (still being written?); "
+                "pass follow=True to read shards as they appear"
+            )
+        # Dataset counts per shard come from the records, so batches map to shards without
+        # reading them; a corpus still being written (follow mode) has full generated batches.
+        self.gen_batch = int(self.info["batch_size"])
+        self.num_shards = int(self.info["num_batches"])
+        if self.manifest is not None:
+            counts = [int(r["datasets"]) for r in self.manifest["shards"]]
+        else:
+            counts = [self.gen_batch] * self.num_shards
+        self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64).tolist()
+        self.total = self._starts[-1]
+        self._cache: OrderedDict[int, Any] = OrderedDict()
+        self._verified: set[int] = set()
+        self._bad: set[int] = set()
+        self._schema = schema(bool(self.info.get("float16", False)))
+
+    # ------------------------------------------------------------------ sharding
+    def _shard(self) -> tuple[int, int]:
+        r, w = _dist_rank_world()
+        rank = self.rank if self.rank is not None else r
+        world = self.world_size if self.world_size is not None else w
+        if not 0 <= rank < world:
+            raise ValueError(f"rank={rank} is invalid for world_size={world}")
+        return rank, world
+
+    def __len__(self) -> int:
+        """Batches this rank reads (equal on every rank)."""
+        _, world = self._shard()
+        return (self.total // self.batch_size) // world
+
+    def global_index(self, position: int) -> int:
+        rank, world = self._shard()
+        return position * world + rank
+
+    # ------------------------------------------------------------------ shards
+    def _record(self, shard: int) -> dict[str, Any]:
+        if self.manifest is not None:
+            return self.manifest["shards"][shard]
+        shards = self.path / SHARD_DIR
+        deadline = time.monotonic() + self.timeout
+        while True:
+            record = read_record(shards, shard)
+            if record is not None:
+                return record
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"shard {shards / (shard_name(shard) + '.parquet')} did not appear within "
+                    f"timeout={self.timeout}s (follow mode)"
+                )
+            time.sleep(min(0.5, self.timeout / 10))
+
+    def _open(self, shard: int):
+        """The verified table of a shard (cached), or None when it is corrupt and skipped."""
+        if shard in self._cache:
+            self._cache.move_to_end(shard)
+            return self._cache[shard]
+        if shard in self._bad:
+            return None
+        import pyarrow.parquet as pq
+
+        record = self._record(shard)
+        file = self.path / record["file"]
+        try:
+            if not file.is_file():
+                raise CorpusError(f"{file}: shard file is missing")
+            if shard not in self._verified:
+                digest = sha256_file(file)
+                if digest != record["sha256"]:
+                    raise CorpusError(
+                        f"{file}: checksum mismatch (expected sha256 {record['sha256'][:16]}..., got "
+                        f"{digest[:16]}...): the shard is truncated or corrupted"
+                    )
+            try:
+                table = pq.read_table(file, page_checksum_verification=True)
+            except Exception as e:  # pyarrow raises several types for damaged files
+                raise CorpusError(f"{file}: unreadable Parquet ({e})") from None
+            if not table.schema.equals(self._schema, check_metadata=False):
+                raise CorpusError(f"{file}: schema mismatch: expected {self._schema}, found {table.schema}")
+            expected = self._starts[shard + 1] - self._starts[shard]
+            if table.num_rows != expected:
+                raise CorpusError(f"{file}: holds {table.num_rows} datasets, its record says {expected}")
+        except CorpusError as e:
+            if not self.skip_corrupt:
+                raise
+            warnings.warn(f"skipping corrupt shard: {e}", stacklevel=3)
+            self._bad.add(shard)
+            return None
+        self._verified.add(shard)
+        self._cache[shard] = table
+        while len(self._cache) > self.cache_shards:
+            self._cache.popitem(last=False)
+        return table
+
+    # ------------------------------------------------------------------ batches
+    def get_batch_numpy(self, index: int, return_meta: bool = False) -> tuple[Any, ...] | None:
+        """Batch ``index`` as numpy arrays (X, y, d, seq_lens, train_sizes[, meta]); None when
+        it touches a skipped corrupt shard."""
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
+            raise ValueError(f"index={index!r} is invalid: a non-negative int")
+        start, stop = index * self.batch_size, (index + 1) * self.batch_size
+        if stop > self.total:
+            raise IndexError(
+                f"index={index} is out of range: the corpus holds {self.total // self.batch_size} batches"
+            )
+        rows = []
+        shard = bisect.bisect_right(self._starts, start) - 1
+        while self._starts[shard] < stop:
+            table = self._open(shard)
+            if table is None:
+                return None
+            lo = max(start - self._starts[shard], 0)
+            hi = min(stop, self._starts[shard + 1]) - self._starts[shard]
+            if hi > lo:
+                rows.append(table.slice(lo, hi - lo))
+            shard += 1
+        d = np.concatenate([r.column("d").to_numpy() for r in rows]).astype(np.int64)
+        seq_lens = np.concatenate([r.column("seq_len").to_numpy() for r in rows]).astype(np.int64)
+        train_sizes = np.concatenate([r.column("train_size").to_numpy() for r in rows]).astype(np.int64)
+        t, f = int(seq_lens.max()), max(int(d.max()), 1)
+        X = np.zeros((self.batch_size, t, f), dtype=np.float32)
+        y = np.zeros((self.batch_size, t), dtype=np.float32)
+        b = 0
+        metas = []
+        for r in rows:
+            xs = r.column("x")
+            ys = r.column("y")
+            for i in range(r.num_rows):
+                n, k = int(seq_lens[b]), int(d[b])
+                X[b, :n, :k] = xs[i].values.to_numpy(zero_copy_only=False).reshape(n, k)
+                y[b, :n] = ys[i].values.to_numpy(zero_copy_only=False)
+                if return_meta:
+                    m = json.loads(r.column("meta")[i].as_py())
+                    lineage = r.column("lineage")[i].as_py()
+                    if lineage is not None:
+                        m["lineage"] = json.loads(lineage)
+                    metas.append(m)
+                b += 1
+        out = (X, y, d, seq_lens, train_sizes)
+        return (*out, metas) if return_meta else out
+
+    def get_batch(self, index: int, return_meta: bool = False) -> Any:
+        import torch
+
+        arrays = self.get_batch_numpy(index, return_meta)
+        if arrays is None:
+            return None
+        tensors = tuple(torch.from_numpy(a) for a in arrays[:5])
+        if self.device != "cpu":
+            tensors = tuple(t.to(self.device, non_blocking=True) for t in tensors)
+        return (*tensors, arrays[5]) if return_meta else tensors
+
+    def __iter__(self) -> Iterator[Any]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        position = self.position + worker
+        n = len(self)
+        while position < n:
+            batch = self.get_batch(self.global_index(position))
+            if info is None:
+                self.position = position + 1
+                position += workers
+                if batch is not None:
+                    yield batch
+                continue
+            position += workers
+            yield batch  # None for a skipped batch: the loader counts it, then drops it
+
+    # ------------------------------------------------------------------ resumption
+    def fingerprint(self) -> str:
+        return f"{self.info['fingerprint']}/{self.batch_size}"
+
+    def state_dict(self, position: int | None = None) -> dict[str, Any]:
+        _, world = self._shard()
+        return {
+            "version": _STATE_VERSION,
+            "position": self.position if position is None else position,
+            "world_size": world,
+            "fingerprint": self.fingerprint(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"state version={state.get('version')!r} is invalid: expected {_STATE_VERSION}")
+        if state.get("fingerprint") != self.fingerprint():
+            raise ValueError(
+                "state fingerprint does not match this corpus and batch_size: resuming would read other batches"
+            )
+        _, world = self._shard()
+        if state.get("world_size") != world:
+            raise ValueError(
+                f"state world_size={state.get('world_size')} is invalid: this run has world_size={world}"
+            )
+        position = state.get("position")
+        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+            raise ValueError(f"state position={position!r} is invalid: a non-negative int")
+        self.position = position
