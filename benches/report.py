@@ -133,6 +133,31 @@ def detail_table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def corpus_table(data: dict[str, Any]) -> str | None:
+    """Corpus benchmarks per prior: writing vs in-memory generation (target >= 0.9), reading vs
+    generating (target > 1)."""
+    rates: dict[str, dict[str, float | None]] = {}
+    for b in data.get("benchmarks", []):
+        info = b.get("extra_info", {})
+        prior = str(info.get("prior", ""))
+        if prior.startswith("corpus:"):
+            rates.setdefault(prior.split(":", 1)[1], {})[info["impl"]] = _rate(b)
+    rows = [
+        "| prior | generate in memory ds/s | generate + write ds/s | write / generate (target >= 0.90) "
+        "| read back ds/s | read / generate (target > 1) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for prior, r in sorted(rates.items()):
+        gen, write, read = r.get("generate"), r.get("write"), r.get("read")
+        w = write / gen if gen and write else None
+        rd = read / gen if gen and read else None
+        rows.append(
+            f"| {prior} | {_fmt(gen)} | {_fmt(write)} | {_fmt(w, '.2f')} ({'met' if w and w >= 0.9 else 'missed'}) "
+            f"| {_fmt(read)} | {_fmt(rd, '.1f', 'x')} ({'met' if rd and rd > 1 else 'missed'}) |"
+        )
+    return "\n".join(rows) if rates else None
+
+
 def memory_line(data: dict[str, Any]) -> str:
     for b in data.get("benchmarks", []):
         info = b.get("extra_info", {})
@@ -165,6 +190,12 @@ def main(argv: list[str]) -> int:
         print("Graph prior (graph_scm) throughput per core, 1024 rows, <= 100 features, <= 10 classes")
         print()
         print(graph)
+        print()
+    corpus = corpus_table(data)
+    if corpus is not None:
+        print("Corpus on disk (1024 rows, <= 100 features, all cores)")
+        print()
+        print(corpus)
         print()
     print(detail_table(data))
     print()
