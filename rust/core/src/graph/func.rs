@@ -555,15 +555,15 @@ fn tree_ensemble(ctx: &mut Ctx, x: &Mat, out: usize) -> Mat {
     let n_leaves = 1usize << depth;
     let mut result = Mat::zeros(x.rows, out);
     let mut leaf = vec![0usize; x.rows];
+    let columns = transpose(&x.data, x.rows, x.cols); // split tests read whole columns
     for _ in 0..n_trees {
         leaf.iter_mut().for_each(|l| *l = 0);
         for level in 0..depth {
             let dim = ctx.rng.categorical(&imp);
             let point = x.at(ctx.rng.below(x.rows as u64) as usize, dim);
-            for (r, l) in leaf.iter_mut().enumerate() {
-                if x.data[r * x.cols + dim] > point {
-                    *l |= 1 << level;
-                }
+            let col = &columns[dim * x.rows..(dim + 1) * x.rows];
+            for (l, &v) in leaf.iter_mut().zip(col) {
+                *l |= usize::from(v > point) << level;
             }
         }
         let values = ctx.gauss_vec(n_leaves * out);
@@ -580,30 +580,31 @@ fn tree_ensemble(ctx: &mut Ctx, x: &Mat, out: usize) -> Mat {
 /// `sum_k |x_k - c_k|^p` for every row and centre (rows x centres), the p-th power of the
 /// L_p distance (monotone in it, so argmin is unchanged). The centres are transposed so the
 /// inner loop runs over centres without a reduction and vectorises; on AVX2 machines the
-/// same code is compiled for 8 lanes (no FMA contraction, so results are identical).
+/// same code is compiled for 8 lanes, with fused multiply-adds where the CPU has FMA (as the
+/// matrix products, this makes the last bits machine-dependent).
 fn lp_pow_dists(x: &Mat, c: &Mat, p: f32) -> Vec<f32> {
     let ct = transpose(&c.data, c.rows, x.cols);
     let mut out = vec![0.0f32; x.rows * c.rows];
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports the feature the function is compiled for.
-            unsafe { lp_pow_dists_avx2(x, &ct, c.rows, p, &mut out) };
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            unsafe { lp_pow_dists_fma(x, &ct, c.rows, p, &mut out) };
             return out;
         }
     }
-    lp_pow_dists_generic(x, &ct, c.rows, p, &mut out);
+    lp_pow_dists_generic::<false>(x, &ct, c.rows, p, &mut out);
     out
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn lp_pow_dists_avx2(x: &Mat, ct: &[f32], nc: usize, p: f32, out: &mut [f32]) {
-    lp_pow_dists_generic(x, ct, nc, p, out);
+#[target_feature(enable = "avx2,fma")]
+fn lp_pow_dists_fma(x: &Mat, ct: &[f32], nc: usize, p: f32, out: &mut [f32]) {
+    lp_pow_dists_generic::<true>(x, ct, nc, p, out);
 }
 
 #[inline(always)]
-fn lp_pow_dists_generic(x: &Mat, ct: &[f32], nc: usize, p: f32, out: &mut [f32]) {
+fn lp_pow_dists_generic<const FMA: bool>(x: &Mat, ct: &[f32], nc: usize, p: f32, out: &mut [f32]) {
     let d = x.cols;
     let kind = if (p - 2.0).abs() < 1e-6 {
         2
@@ -620,7 +621,7 @@ fn lp_pow_dists_generic(x: &Mat, ct: &[f32], nc: usize, p: f32, out: &mut [f32])
             match kind {
                 2 => acc.iter_mut().zip(cr).for_each(|(a, &cv)| *a += (xv - cv) * (xv - cv)),
                 1 => acc.iter_mut().zip(cr).for_each(|(a, &cv)| *a += (xv - cv).abs()),
-                _ => acc.iter_mut().zip(cr).for_each(|(a, &cv)| *a += fastmath::pow_abs_nz(xv - cv, p)),
+                _ => acc.iter_mut().zip(cr).for_each(|(a, &cv)| *a += fastmath::pow_abs_nz::<FMA>(xv - cv, p)),
             }
         }
     }
@@ -740,12 +741,39 @@ fn gp(ctx: &mut Ctx, x: &Mat, out: usize) -> Mat {
     let mut weights = ctx.gauss_vec(P * out); // (P x out)
     weights.iter_mut().for_each(|v| *v /= (P as f32).sqrt());
     let mut phase = x.matmul_t(&freqs_t, P);
-    fastmath::with_avx2(|| {
-        for row in phase.data.chunks_exact_mut(P) {
-            row.iter_mut().zip(&bias).for_each(|(v, b)| *v = fastmath::cos(*v + b));
-        }
-    });
+    cos_rows(&mut phase.data, &bias);
     phase.matmul_t(&transpose(&weights, P, out), out)
+}
+
+/// `v = cos(v + bias)` over rows of `bias.len()` phases.
+fn cos_rows(data: &mut [f32], bias: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports the feature the function is compiled for.
+            unsafe { cos_rows_avx2(data, bias) };
+            return;
+        }
+    }
+    cos_rows_generic(data, bias);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn cos_rows_avx2(data: &mut [f32], bias: &[f32]) {
+    cos_rows_generic(data, bias);
+}
+
+#[inline(always)]
+fn cos_rows_generic(data: &mut [f32], bias: &[f32]) {
+    for row in data.chunks_exact_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+        if row.iter().any(|v| v.abs() >= 1e15) {
+            row.iter_mut().for_each(|v| *v = fastmath::cos(*v)); // rare: libm for huge phases
+        } else {
+            row.iter_mut().for_each(|v| *v = fastmath::cos_reduced(*v));
+        }
+    }
 }
 
 /// Soft assignment to random centres (EM-style responsibilities), then a random linear map.
@@ -761,13 +789,15 @@ fn em_assignment(ctx: &mut Ctx, x: &Mat, out: usize) -> Mat {
     let p = ctx.log_num("gen_em_assignment_p_inv", 1.0, 4.0) as f32;
     let q = ctx.num("gen_em_assignment_q", 1.0, 2.0, false, Mode::Meta, false) as f32;
     let d = lp_pow_dists(x, &centers, p);
-    let mut logits = Mat::zeros(x.rows, n_ind);
     let half_ln_2pi = 0.5 * (2.0 * std::f32::consts::PI).ln();
-    for r in 0..x.rows {
-        for j in 0..n_ind {
-            let dist = fastmath::pow_abs(d[r * n_ind + j], 1.0 / p);
-            let konst = -half_ln_2pi - stds[j].ln();
-            logits.data[r * n_ind + j] = konst - fastmath::pow_abs((dist / stds[j]).max(0.0), q);
+    let konst: Vec<f32> = stds.iter().map(|s| -half_ln_2pi - s.ln()).collect();
+    let inv_std: Vec<f32> = stds.iter().map(|s| 1.0 / s).collect();
+    let mut logits = Mat::from_vec(x.rows, n_ind, d);
+    for row in logits.data.chunks_exact_mut(n_ind) {
+        // logit = const - (dist / std)^q with dist = (sum |.|^p)^(1/p), branch-free so it vectorises.
+        for ((v, k), is) in row.iter_mut().zip(&konst).zip(&inv_std) {
+            let dist = fastmath::pow_abs_nz::<false>(*v, 1.0 / p);
+            *v = k - fastmath::pow_abs_nz::<false>(dist * is, q);
         }
     }
     apply_fixed(23, &mut logits); // row softmax
