@@ -316,9 +316,11 @@ def test_cli_sigkill_then_resume_is_byte_identical(tmp_path: Path) -> None:
 def test_cli_inspect_filter_hardware_benchmark(tmp_path: Path) -> None:
     out = tmp_path / "c"
     run("generate", "--prior", "graph_scm", "--num-batches", "2", "--batch-size", "8", "--out", str(out), "--quiet",
-        "--set", "max_seq_len=128", "--set", "max_features=12", "--set", "graph_config=tabicl")  # fmt: skip
+        "--set", "max_seq_len=128", "--set", "max_features=12", "--set", "graph_config=tabicl", "--set", "graph_config.missingness.mechanism=mcar",
+        "--set", "graph_config.missingness.rate=0.2")  # fmt: skip
     summary = json.loads(run("inspect", str(out), "--plots", str(tmp_path / "plots")).stdout)
     assert summary["datasets"] == 16 and summary["d"]["max"] <= 12
+    assert summary["missing_rate"]["mean"] == pytest.approx(0.2, abs=0.05)
     assert {p.name for p in (tmp_path / "plots").glob("*.png")} >= {
         "d.png",
         "seq_len.png",
@@ -379,3 +381,66 @@ def test_cli_bad_arguments_exit_2_with_one_line(tmp_path: Path, args: list[str],
 def test_cli_help(command: str) -> None:
     p = run(command, "--help")
     assert "usage: tabfm " + command in p.stdout
+
+
+# ------------------------------------------------------------------ review regressions
+
+
+def test_a_rank_starting_late_joins_the_corpus(tmp_path: Path, corpus: Path) -> None:
+    out = tmp_path / "c"
+    generate_corpus(out, SETTINGS, rank=0, world_size=2, progress=False)
+    assert not (out / "manifest.json").exists()
+    generate_corpus(out, SETTINGS, rank=1, world_size=2, progress=False)  # no --resume needed
+    assert tree_bytes(out) == tree_bytes(corpus)
+    with pytest.raises(CorpusError, match="already holds shards of rank 1's share"):
+        (out / "manifest.json").unlink()
+        generate_corpus(out, SETTINGS, rank=1, world_size=2, progress=False)
+
+
+def test_skipped_batches_count_towards_the_resume_position(tmp_path: Path, corpus: Path) -> None:
+    c = tmp_path / "c"
+    shutil.copytree(corpus, c)
+    (c / "shards" / "batch-000000001.parquet").write_bytes(b"damaged")
+    loader = PriorDataLoader(ShardDataset(c, 6, skip_corrupt=True), num_workers=0)
+    with pytest.warns(UserWarning, match="skipping corrupt shard"):
+        got = list(loader)
+    assert len(got) == 4 and loader.state_dict()["position"] == 5
+
+
+def test_all_failed_graph_datasets_do_not_crash_and_filter_drops_them(tmp_path: Path) -> None:
+    graph = {
+        "dataset": {"categorical_ratio_min": 1.0, "max_categorical_cardinality": 2},
+        "filter": {"max_attempts": 1, "min_target_indegree": 0, "min_target_relevant_features": 0,
+                   "min_target_relevant_fraction": 0.0},
+    }  # fmt: skip
+    settings = dict(prior_type="graph_scm", batch_size=16, num_batches=2, seed=0, min_features=1, max_features=1,
+                    max_seq_len=8, n_jobs=1, graph_config=graph)  # fmt: skip
+    out = tmp_path / "c"
+    generate_corpus(out, settings, progress=False)
+    X, _, d, _, _, meta = ShardDataset(out, 16).get_batch_numpy(0, return_meta=True)
+    invalid = [b for b, m in enumerate(meta) if not m["valid"]]
+    assert invalid and all(meta[b]["rejections"] for b in invalid)
+    empty = [b for b in invalid if d[b] == 0]
+    assert empty, "the all-constant fallback (which used to panic) is exercised"
+    assert all((X[b] == 0).all() for b in empty)
+    from tabfm.corpus._filter import filter_corpus
+
+    for drop in (True, False):
+        res = filter_corpus(out, tmp_path / f"f{drop}", drop_invalid=drop)
+        assert res["datasets"] == 32
+        filtered = json.loads((tmp_path / f"f{drop}" / "corpus.json").read_text())
+        assert filtered["fingerprint"] != json.loads((out / "corpus.json").read_text())["fingerprint"]
+
+
+def test_cli_invalid_yaml_is_one_line(tmp_path: Path) -> None:
+    p = run(
+        "generate",
+        "--num-batches",
+        "1",
+        "--out",
+        str(tmp_path / "c"),
+        "--set",
+        "max_features=[1,",
+        check=False,
+    )
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "invalid YAML" in p.stderr

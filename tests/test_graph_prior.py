@@ -349,6 +349,12 @@ def test_bad_configurations_raise_clear_errors(config, exc, message) -> None:
 
 
 def test_partial_family_weights_keep_the_others() -> None:
+    assert (
+        GraphConfig.from_dict({"mechanism": {"function_families": {"mlp": 0}}}).mechanism.function_families[
+            "gp"
+        ]
+        == 1
+    )
     cfg = GraphConfig.from_dict({"mechanism": {"function_families": {"mlp": 0.0, "gp": 2.0}}})
     assert cfg.mechanism.function_families["mlp"] == 0.0 and cfg.mechanism.function_families["tree"] == 1.0
     for *_, m in metas(make(cfg, batch_size=8), indices=(0,)):

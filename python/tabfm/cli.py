@@ -64,6 +64,10 @@ def _assign(
     for p in parts[:-1]:
         if target.get(p) is None:
             target[p] = {}
+        if target is settings and p == "graph_config" and isinstance(target[p], str):
+            from tabfm.prior._graph_config import as_graph_config
+
+            target[p] = as_graph_config(target[p]).to_dict()  # a preset or YAML path, made editable
         if not isinstance(target[p], dict):
             raise UsageError(f"--set {dotted}: {p!r} is not a section")
         target = target[p]
@@ -108,7 +112,8 @@ def resolve_settings(
         settings["graph_config"] = as_graph_config(settings.get("graph_config")).to_dict()
     elif settings.get("graph_config") is not None:
         raise UsageError("graph_config is only used with --prior graph_scm")
-    settings.pop("graph_config", None) if settings.get("graph_config") is None else None
+    if settings.get("graph_config") is None:
+        settings.pop("graph_config", None)
     for k in ("scm_fixed_hp", "scm_sampled_hp"):  # YAML-friendly (tuples become lists)
         settings[k] = json.loads(json.dumps(settings[k], default=list))
     return settings, trace
@@ -157,7 +162,9 @@ def cmd_generate(args) -> int:
         summary.update(
             datasets=m["datasets"],
             bytes=m["bytes"],
-            bytes_per_active_cell=round(m["bytes_per_active_cell"], 3),
+            bytes_per_active_cell=None
+            if m["bytes_per_active_cell"] is None
+            else round(m["bytes_per_active_cell"], 3),
         )
     if not args.quiet:
         print(json.dumps(summary, sort_keys=True))
@@ -166,6 +173,8 @@ def cmd_generate(args) -> int:
 
 def _load_meta(path: Path) -> list[dict[str, Any]]:
     """Per-dataset columns of a corpus (no X / y), shard by shard."""
+    import numpy as np
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from tabfm.corpus import ShardDataset
@@ -187,11 +196,15 @@ def _load_meta(path: Path) -> list[dict[str, Any]]:
                 "x",
             ],
         )
-        for r in table.to_pylist():
+        # Missing cells per dataset without materialising the cells as Python floats.
+        x = table.column("x").combine_chunks()
+        nan = np.asarray(pc.is_nan(pc.list_flatten(x)).to_numpy(zero_copy_only=False), dtype=bool)
+        missing = np.bincount(np.asarray(pc.list_parent_indices(x))[nan], minlength=table.num_rows)
+        cells = np.asarray(pc.list_value_length(x).fill_null(0))
+        for i, r in enumerate(table.drop_columns(["x"]).to_pylist()):
             m = json.loads(r.pop("meta"))
             lineage = r.pop("lineage")
-            x = r.pop("x")
-            r["missing_rate"] = float(sum(v != v for v in x) / len(x)) if x else 0.0
+            r["missing_rate"] = float(missing[i] / cells[i]) if cells[i] else 0.0
             r["realised_classes"] = m.get("realised_classes")
             r["categorical"] = len(m.get("categorical_columns", []))
             r["attempts"] = m.get("attempts", 1)
@@ -478,16 +491,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.exit(
                 2, f"tabfm {args.command}: error: --{name.replace('_', '-')} {v} is invalid: must be >= 1\n"
             )
+    import yaml
+
+    from tabfm.corpus import CorpusError
+
     try:
         return args.func(args)
-    except (UsageError, ValueError, TypeError, FileNotFoundError) as e:
+    except (UsageError, ValueError, TypeError, OSError, CorpusError) as e:
         parser.exit(2, f"tabfm {args.command}: error: {e}\n")
-    except Exception as e:
-        from tabfm.corpus import CorpusError
-
-        if isinstance(e, CorpusError):
-            parser.exit(2, f"tabfm {args.command}: error: {e}\n")
-        raise
+    except yaml.YAMLError as e:
+        parser.exit(2, f"tabfm {args.command}: error: invalid YAML: {' '.join(str(e).split())}\n")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ dataset with its verdict and reason.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -27,6 +28,8 @@ def structural_reason(
     if lineage is None:
         return None
     parents = lineage["parents"]
+    if not parents:  # no structure passed the checks: the dataset is an invalid placeholder
+        return "invalid"
     if len(parents[lineage["target_node"]]) < min_indegree:
         return "target_root"
     relevant = len(lineage["relevant_features"])
@@ -64,6 +67,14 @@ def filter_corpus(
         )
     if not 0.0 < learnability_pvalue <= 1.0:
         raise ValueError(f"--learnability-pvalue {learnability_pvalue} is invalid: must be in (0, 1]")
+    summary_settings = {
+        "min_target_indegree": min_target_indegree,
+        "min_target_relevant_features": min_target_relevant_features,
+        "min_target_relevant_fraction": min_target_relevant_fraction,
+        "learnability": learnability,
+        "learnability_pvalue": learnability_pvalue,
+        "drop_invalid": drop_invalid,
+    }
     reader = ShardDataset(src, batch_size=1)  # checks that src is a complete corpus
     if out.exists() and any(out.iterdir()):
         raise CorpusError(f"--out {str(out)!r} is not empty: choose an empty directory")
@@ -111,6 +122,9 @@ def filter_corpus(
         write_shard(out / SHARD_DIR, record["batch_index"], table.filter(pa.array(keep)), cells)
     info = json.loads((src / "corpus.json").read_text())
     info["filtered_from"] = str(src)
+    # Positions saved on the source corpus must not resume on the filtered one.
+    blob = json.dumps({"source": info["fingerprint"], "settings": summary_settings}, sort_keys=True)
+    info["fingerprint"] = hashlib.sha256(blob.encode()).hexdigest()[:16]
     atomic_write_text(out / "corpus.json", json.dumps(info, sort_keys=True, indent=1) + "\n")
     for name in ("effective_config.yaml", "config_trace.yaml"):
         if (src / name).exists():
@@ -121,14 +135,7 @@ def filter_corpus(
         "datasets": len(verdicts),
         "accepted": int(sum(v["accepted"] for v in verdicts)),
         "rejected": dict(sorted(counts.items())),
-        "settings": {
-            "min_target_indegree": min_target_indegree,
-            "min_target_relevant_features": min_target_relevant_features,
-            "min_target_relevant_fraction": min_target_relevant_fraction,
-            "learnability": learnability,
-            "learnability_pvalue": learnability_pvalue,
-            "drop_invalid": drop_invalid,
-        },
+        "settings": summary_settings,
     }
     atomic_write_text(
         out / "filter_manifest.json", json.dumps({**summary, "datasets_verdicts": verdicts}, indent=1) + "\n"

@@ -108,6 +108,10 @@ def batch_table(
         metas.append(json.dumps(m, sort_keys=True))
         lineages.append(None if lineage is None else json.dumps(lineage, sort_keys=True))
     x_type = pa.float16() if float16 else pa.float32()
+    if sum(len(v) for v in xs) >= 2**31:
+        raise CorpusError(
+            f"batch {batch_index} holds >= 2**31 active cells: too large for one shard; use a smaller --batch-size"
+        )
     offsets = np.concatenate([[0], np.cumsum([len(v) for v in xs])]).astype(np.int32)
     flat = np.concatenate(xs) if xs else np.zeros(0, np.float32)
     x_values = pa.array(flat.astype(np.float16) if float16 else flat, type=x_type)

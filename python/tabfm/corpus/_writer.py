@@ -90,10 +90,9 @@ def prepare_directory(
                 f"--out {str(out)!r} holds a corpus with other settings (fingerprint "
                 f"{existing.get('fingerprint')}, this run {fingerprint}): choose another directory"
             )
-        has_shards = any(shards.glob("batch-*.json"))
-        if has_shards and not resume:
+        if (out / MANIFEST).exists() and not resume:
             raise CorpusError(
-                f"--out {str(out)!r} already holds shards of this corpus: pass --resume to continue it"
+                f"--out {str(out)!r} already holds this complete corpus: pass --resume to check it"
             )
     elif out.exists():
         # Another rank may be creating the corpus right now: only foreign files are an error.
@@ -115,7 +114,10 @@ def prepare_directory(
         "seed": settings["seed"],
     }
     atomic_write_text(meta_path, json.dumps(info, sort_keys=True, indent=1) + "\n")
-    atomic_write_text(out / EFFECTIVE_CONFIG, _yaml_dump(dict(settings)))
+    # The thread count is not part of the corpus (any value gives the same bytes).
+    atomic_write_text(
+        out / EFFECTIVE_CONFIG, _yaml_dump({k: v for k, v in settings.items() if k != "n_jobs"})
+    )
     atomic_write_text(out / CONFIG_TRACE, _yaml_dump(trace))
 
 
@@ -160,6 +162,12 @@ def generate_corpus(
     prepare_directory(out, settings, trace or [], float16, resume)
     shards = out / SHARD_DIR
     mine = range(rank, num_batches, world_size)
+    # Other ranks may already be writing theirs; only this rank's own shards need --resume.
+    if not resume and any(read_record(shards, i) is not None for i in mine):
+        raise CorpusError(
+            f"--out {str(out)!r} already holds shards of rank {rank}'s share of this corpus: "
+            "pass --resume to continue it"
+        )
     _remove_stale(shards, mine)
     todo = [i for i in mine if not (resume and _is_complete(shards, i))]
     bar = Progress(len(todo) * settings["batch_size"], progress)

@@ -177,12 +177,13 @@ class MechanismSection:
                     f"{_where(s, 'function_families')} has unknown family {k!r}: allowed are {list(FAMILIES)}"
                 )
             _real(s, f"function_families[{k!r}]", w, 0.0, 1e6)
-        if sum(fam.get(f, 0.0) for f in FAMILIES) <= 0:
+        # Families left out of a partial dict keep weight 1.
+        merged = {**_default_families(), **fam}
+        if sum(merged.values()) <= 0:
             raise ValueError(
                 f"{_where(s, 'function_families')}={dict(fam)!r} is invalid: at least one weight > 0"
             )
-        # Families left out of a partial dict keep weight 1.
-        object.__setattr__(self, "function_families", {**_default_families(), **fam})
+        object.__setattr__(self, "function_families", merged)
         for name, allowed in (
             ("compositions", COMPOSITIONS),
             ("aggregations", AGGREGATIONS),

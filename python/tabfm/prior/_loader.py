@@ -59,7 +59,11 @@ class PriorDataLoader:
             timeout=self.timeout,
         )
         for batch in loader:
-            self._delivered += 1
+            if self.num_workers == 0:
+                # In-process the dataset's own position is exact (it also counts skipped batches).
+                self._delivered = self.dataset.position
+            else:
+                self._delivered += 1
             if batch is not None:  # None: a batch of a skipped corrupt shard, counted all the same
                 yield batch
 

@@ -241,7 +241,7 @@ fn attempt(
     if f.learnability || f.remove_trivial {
         let params =
             ExtraTreesParams { n_estimators: f.n_estimators, max_depth: f.max_depth, ..ExtraTreesParams::default() };
-        let classes = num_classes.map(|_| count_labels(&out.y).max(2));
+        let classes = num_classes; // labels are class ids below the requested count
         let l = learnability(&mut ctx.rng, &out.x, rows, d, &out.y, classes, &params, f.n_bootstrap);
         out.lineage.learnability = Some((l.pvalue, l.score()));
         if f.learnability && l.pvalue >= f.learnability_pvalue {
@@ -315,9 +315,10 @@ pub fn generate(
         lineage: Lineage::default(),
     });
     let d = out.d.min(f);
-    let stride = out.d.max(1);
-    for r in 0..rows {
-        x_out[r * f..r * f + d].copy_from_slice(&out.x[r * stride..r * stride + d]);
+    if d > 0 {
+        for r in 0..rows {
+            x_out[r * f..r * f + d].copy_from_slice(&out.x[r * out.d..r * out.d + d]);
+        }
     }
     y_out[..rows].copy_from_slice(&out.y[..rows]);
     DatasetMeta {
