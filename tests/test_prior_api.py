@@ -688,3 +688,19 @@ def test_repr_and_attributes() -> None:
     assert "tree_scm" in r and "batch_size=8" in r and "32-96" in r
     assert ds.batch_size == 8 and ds.max_features == 12 and ds.prior_type == "tree_scm"
     assert ds.batch_size_per_subgp == 2  # defaults to batch_size_per_gp
+
+
+@pytest.mark.parametrize("seq_len_per_gp", [False, True])
+def test_seq_lens_multiple_of_rounds_lengths(seq_len_per_gp: bool) -> None:
+    ds = PriorDataset(
+        prior_type="mlp_scm", batch_size=8, batch_size_per_gp=2, max_features=6, min_seq_len=60, max_seq_len=200,
+        seq_len_per_gp=seq_len_per_gp, seq_lens_multiple_of=16, n_jobs=1, seed=3,
+    )  # fmt: skip
+    for i in range(4):
+        _, _, _, seq_lens, train_sizes = ds.get_batch_numpy(i)
+        assert (seq_lens % 16 == 0).all() and (train_sizes % 16 == 0).all()
+        assert ((train_sizes >= 16) & (train_sizes <= seq_lens - 16)).all()
+    with pytest.raises(ValueError, match="seq_lens_multiple_of=40 is invalid: at most half the shortest seq_len"):
+        PriorDataset(min_seq_len=60, max_seq_len=200, seq_lens_multiple_of=40)
+    with pytest.raises(ValueError, match="seq_lens_multiple_of=0 is invalid"):
+        PriorDataset(seq_lens_multiple_of=0)

@@ -264,6 +264,7 @@ def build_config(
     scm_fixed_hp: Any,
     scm_sampled_hp: Any,
     graph_config: Any = None,
+    seq_lens_multiple_of: Any = 1,
 ) -> dict[str, Any]:
     """Validates the arguments of :class:`PriorDataset` and returns the core's configuration."""
     if prior_type not in PRIOR_TYPES:
@@ -299,6 +300,12 @@ def build_config(
     if replay_small:
         shortest = min(shortest, 200)
     train_size = _train_size(min_train_size, max_train_size, shortest)
+    k = _int("seq_lens_multiple_of", seq_lens_multiple_of, 1)
+    if 2 * k > shortest:
+        raise ValueError(
+            f"seq_lens_multiple_of={k} is invalid: at most half the shortest seq_len ({shortest}), so that "
+            "train and test keep at least one multiple each"
+        )
     if graph_config is not None and prior_type != "graph_scm":
         raise ValueError(
             f"graph_config is only used with prior_type='graph_scm' (got prior_type={prior_type!r}): remove it"
@@ -324,6 +331,7 @@ def build_config(
         "fixed_hp": _fixed_hp(scm_fixed_hp),
         "sampled_hp": _sampled_hp(scm_sampled_hp),
         "graph": graph.to_core(),
+        "seq_lens_multiple_of": k,
     }
 
 

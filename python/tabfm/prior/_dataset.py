@@ -78,6 +78,7 @@ class PriorDataset(IterableDataset):
         rank: int | None = None,
         world_size: int | None = None,
         graph_config: Any = None,
+        seq_lens_multiple_of: int = 1,
     ):
         super().__init__()
         if isinstance(n_jobs, bool) or not isinstance(n_jobs, int):
@@ -122,6 +123,7 @@ class PriorDataset(IterableDataset):
             scm_fixed_hp=scm_fixed_hp,
             scm_sampled_hp=scm_sampled_hp,
             graph_config=graph_config,
+            seq_lens_multiple_of=seq_lens_multiple_of,
         )
         # The core checks the hyper-parameter dictionaries here, before any generation.
         self._engine = _core.PriorEngine(to_json(self.config))

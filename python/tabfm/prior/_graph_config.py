@@ -112,7 +112,8 @@ class DatasetSection:
         s = "dataset"
         lo = _real(s, "categorical_ratio_min", self.categorical_ratio_min, 0.0, 1.0)
         _real(s, "categorical_ratio_max", self.categorical_ratio_max, lo, 1.0)
-        _int(s, "max_categorical_cardinality", self.max_categorical_cardinality, 2, 1000)
+        # Softmax converters make the node width grow with the cardinality: keep it bounded.
+        _int(s, "max_categorical_cardinality", self.max_categorical_cardinality, 2, 256)
 
 
 @dataclass(frozen=True)

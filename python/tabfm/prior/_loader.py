@@ -49,6 +49,9 @@ class PriorDataLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         self.dataset.position = self._delivered  # workers start from what was delivered
+        # Resolve the DDP rank here: spawned workers may not see torch.distributed or RANK.
+        rank, world = self.dataset._shard()
+        self.dataset.rank, self.dataset.world_size = rank, world
         loader = DataLoader(
             self.dataset,
             batch_size=None,

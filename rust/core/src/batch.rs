@@ -113,6 +113,17 @@ fn sample_train_size(cfg: &PriorConfig, rng: &mut Rng, seq_len: usize) -> usize 
     }
 }
 
+/// seq_len and train_size rounded to multiples of `k` (half to even, as TabICL), keeping at
+/// least `k` rows on each side of the split.
+fn round_lengths(k: usize, seq_len: usize, train_size: usize) -> (usize, usize) {
+    if k <= 1 {
+        return (seq_len, train_size);
+    }
+    let round = |v: usize| k * (v as f64 / k as f64).round_ties_even() as usize;
+    let s = round(seq_len).max(2 * k);
+    (s, round(train_size).clamp(k, s - k))
+}
+
 /// Feature cap for long sequences, as TabICL's `adjust_max_features`.
 pub fn adjust_max_features(seq_len: usize, max_features: usize) -> usize {
     match seq_len {
@@ -134,6 +145,7 @@ pub fn plan_batch(cfg: &PriorConfig, index: u64) -> Vec<DatasetPlan> {
     if cfg.prior_type == PriorType::Dummy {
         let seq_len = sample_seq_len(cfg, &mut brng);
         let train_size = sample_train_size(cfg, &mut brng, seq_len);
+        let (seq_len, train_size) = round_lengths(cfg.seq_lens_multiple_of, seq_len, train_size);
         let num_classes = (!cfg.regression).then(|| brng.randint(2, cfg.max_classes.max(2) as i64 + 1) as usize);
         return (0..b)
             .map(|_| DatasetPlan {
@@ -150,7 +162,8 @@ pub fn plan_batch(cfg: &PriorConfig, index: u64) -> Vec<DatasetPlan> {
     }
     let batch_len = (!cfg.seq_len_per_gp).then(|| {
         let s = sample_seq_len(cfg, &mut brng);
-        (s, sample_train_size(cfg, &mut brng, s))
+        let t = sample_train_size(cfg, &mut brng, s);
+        round_lengths(cfg.seq_lens_multiple_of, s, t)
     });
     let per_gp = cfg.batch_size_per_gp.min(b);
     let per_subgp = cfg.batch_size_per_subgp.min(per_gp);
@@ -164,6 +177,7 @@ pub fn plan_batch(cfg: &PriorConfig, index: u64) -> Vec<DatasetPlan> {
             None => {
                 let s = sample_seq_len(cfg, &mut grng);
                 let t = sample_train_size(cfg, &mut grng, s);
+                let (s, t) = round_lengths(cfg.seq_lens_multiple_of, s, t);
                 (s, t, adjust_max_features(s, cfg.max_features))
             }
         };

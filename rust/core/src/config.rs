@@ -83,6 +83,9 @@ pub struct PriorConfig {
     /// Attempts per dataset before the last (invalid) one is kept, as TabICL (100).
     #[serde(default = "default_max_attempts")]
     pub max_attempts: usize,
+    /// seq_len and train_size are rounded to multiples of this (TabICL's `seq_lens_multiple_of`).
+    #[serde(default = "one")]
+    pub seq_lens_multiple_of: usize,
     /// The causal-DAG prior's sections (`graph_scm` only; defaults when absent).
     #[serde(default)]
     pub graph: GraphConfig,
@@ -101,6 +104,10 @@ fn sampled_hp_by_key<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<
 
 fn default_max_attempts() -> usize {
     100
+}
+
+fn one() -> usize {
+    1
 }
 
 /// A configuration error: the argument, the value and what is allowed.
@@ -207,6 +214,13 @@ impl PriorConfig {
             && m < 2
         {
             bail!("scm_fixed_hp['max_categories']={m} is invalid: must be >= 2 (or inf)");
+        }
+        let k = self.seq_lens_multiple_of;
+        let shortest = if self.replay_small { 200 } else { self.min_seq_len.unwrap_or(self.max_seq_len) };
+        if k == 0 || 2 * k > shortest {
+            bail!(
+                "seq_lens_multiple_of={k} is invalid: must be >= 1 and at most half the shortest seq_len ({shortest})"
+            );
         }
         if self.max_attempts == 0 {
             bail!("max_attempts=0 is invalid: must be >= 1");

@@ -243,9 +243,9 @@ impl GraphConfig {
         let d = &self.dataset;
         check_range("dataset.categorical_ratio_min", d.categorical_ratio_min, 0.0, 1.0)?;
         check_range("dataset.categorical_ratio_max", d.categorical_ratio_max, d.categorical_ratio_min, 1.0)?;
-        if !(2..=1000).contains(&d.max_categorical_cardinality) {
+        if !(2..=256).contains(&d.max_categorical_cardinality) {
             bail!(
-                "graph_config.dataset.max_categorical_cardinality={} is invalid: must be in [2, 1000]",
+                "graph_config.dataset.max_categorical_cardinality={} is invalid: must be in [2, 256]",
                 d.max_categorical_cardinality
             );
         }
