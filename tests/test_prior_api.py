@@ -700,7 +700,9 @@ def test_seq_lens_multiple_of_rounds_lengths(seq_len_per_gp: bool) -> None:
         _, _, _, seq_lens, train_sizes = ds.get_batch_numpy(i)
         assert (seq_lens % 16 == 0).all() and (train_sizes % 16 == 0).all()
         assert ((train_sizes >= 16) & (train_sizes <= seq_lens - 16)).all()
-    with pytest.raises(ValueError, match="seq_lens_multiple_of=40 is invalid: at most half the shortest seq_len"):
+    with pytest.raises(
+        ValueError, match="seq_lens_multiple_of=40 is invalid: at most half the shortest seq_len"
+    ):
         PriorDataset(min_seq_len=60, max_seq_len=200, seq_lens_multiple_of=40)
     with pytest.raises(ValueError, match="seq_lens_multiple_of=0 is invalid"):
         PriorDataset(seq_lens_multiple_of=0)
