@@ -75,14 +75,14 @@ def filter_corpus(
         "learnability_pvalue": learnability_pvalue,
         "drop_invalid": drop_invalid,
     }
-    reader = ShardDataset(src, batch_size=1)  # checks that src is a complete corpus
+    reader = ShardDataset(src, batch_size=1, verify="sha256")  # src must be a complete, intact corpus
     if out.exists() and any(out.iterdir()):
         raise CorpusError(f"--out {str(out)!r} is not empty: choose an empty directory")
     (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
     verdicts = []
     counts: dict[str, int] = {}
     for shard, record in enumerate(reader.manifest["shards"]):
-        table = reader._open(shard)  # verified: checksum, schema, page checksums
+        table = reader.read_shard(shard)  # verified: schema, count, page checksums
         keep = np.zeros(table.num_rows, dtype=bool)
         cells = 0
         for i, row in enumerate(

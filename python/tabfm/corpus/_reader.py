@@ -49,11 +49,14 @@ class ShardDataset(IterableDataset):
     rank's batches round-robin, so a DataLoader delivers them in order. A trailing partial batch
     and the batches that would make ranks unequal are dropped (``len()`` counts what is read).
 
-    Shards are verified when first opened (sha256 from their record, schema, Parquet page
-    checksums); a failure raises :class:`CorpusError` naming the file and the check, or with
-    ``skip_corrupt=True`` warns and skips the batches that touch it. With ``follow=True`` the
-    reader waits (up to ``timeout`` seconds per shard) for shards still being written, for a
-    corpus whose manifest does not exist yet. At most ``cache_shards`` shards are held in memory.
+    Only the Parquet row groups that hold a batch are read, so every rank and worker reads its
+    own share of the corpus; at most ``cache_shards`` open shards (footers) are cached. Every
+    read checks the schema, the dataset count and the Parquet page checksums; ``verify="sha256"``
+    also hashes each whole shard once per process against its record. A failure raises
+    :class:`CorpusError` naming the file and the check, or with ``skip_corrupt=True`` warns and
+    skips the batches that touch it. With ``follow=True`` the reader waits (up to ``timeout``
+    seconds per shard) for shards still being written, for a corpus whose manifest does not exist
+    yet.
     """
 
     def __init__(
@@ -67,12 +70,15 @@ class ShardDataset(IterableDataset):
         timeout: float = 600.0,
         skip_corrupt: bool = False,
         cache_shards: int = 2,
+        verify: str = "pages",
         device: str = "cpu",
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} is invalid: must be an int >= 1")
         if not (isinstance(timeout, (int, float)) and timeout > 0):
             raise ValueError(f"timeout={timeout!r} is invalid: must be a positive number of seconds")
+        if verify not in ("pages", "sha256"):
+            raise ValueError(f"verify={verify!r} is invalid: 'pages' (Parquet page checksums) or 'sha256'")
         if isinstance(cache_shards, bool) or not isinstance(cache_shards, int) or cache_shards < 1:
             raise ValueError(f"cache_shards={cache_shards!r} is invalid: must be an int >= 1")
         for name, v in (("rank", rank), ("world_size", world_size)):
@@ -87,6 +93,7 @@ class ShardDataset(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.follow, self.timeout, self.skip_corrupt = follow, float(timeout), skip_corrupt
         self.cache_shards = cache_shards
+        self.verify = verify
         self.device = device
         super().__init__()
         self.position = 0
@@ -157,7 +164,8 @@ class ShardDataset(IterableDataset):
             time.sleep(min(0.5, self.timeout / 10))
 
     def _open(self, shard: int):
-        """The verified table of a shard (cached), or None when it is corrupt and skipped."""
+        """The opened shard (cached; only its footer is read), or None when it is corrupt and
+        skipped. ``verify="sha256"`` also hashes the whole file once per process."""
         if shard in self._cache:
             self._cache.move_to_end(shard)
             return self._cache[shard]
@@ -170,7 +178,7 @@ class ShardDataset(IterableDataset):
         try:
             if not file.is_file():
                 raise CorpusError(f"{file}: shard file is missing")
-            if shard not in self._verified:
+            if self.verify == "sha256" and shard not in self._verified:
                 digest = sha256_file(file)
                 if digest != record["sha256"]:
                     raise CorpusError(
@@ -178,25 +186,60 @@ class ShardDataset(IterableDataset):
                         f"{digest[:16]}...): the shard is truncated or corrupted"
                     )
             try:
-                table = pq.read_table(file, page_checksum_verification=True)
+                handle = pq.ParquetFile(file, page_checksum_verification=True)
             except Exception as e:  # pyarrow raises several types for damaged files
-                raise CorpusError(f"{file}: unreadable Parquet ({e})") from None
-            if not table.schema.equals(self._schema, check_metadata=False):
-                raise CorpusError(f"{file}: schema mismatch: expected {self._schema}, found {table.schema}")
+                raise CorpusError(
+                    f"{file}: unreadable Parquet ({e}): the shard is truncated or corrupted"
+                ) from None
+            if not handle.schema_arrow.equals(self._schema, check_metadata=False):
+                raise CorpusError(
+                    f"{file}: schema mismatch: expected {self._schema}, found {handle.schema_arrow}"
+                )
             expected = self._starts[shard + 1] - self._starts[shard]
-            if table.num_rows != expected:
-                raise CorpusError(f"{file}: holds {table.num_rows} datasets, its record says {expected}")
+            if handle.metadata.num_rows != expected:
+                raise CorpusError(
+                    f"{file}: holds {handle.metadata.num_rows} datasets, its record says {expected}"
+                )
         except CorpusError as e:
-            if not self.skip_corrupt:
-                raise
-            warnings.warn(f"skipping corrupt shard: {e}", stacklevel=3)
+            self._corrupt(e)
             self._bad.add(shard)
             return None
         self._verified.add(shard)
-        self._cache[shard] = table
+        sizes = [handle.metadata.row_group(i).num_rows for i in range(handle.num_row_groups)]
+        entry = (handle, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64).tolist(), file)
+        self._cache[shard] = entry
         while len(self._cache) > self.cache_shards:
             self._cache.popitem(last=False)
-        return table
+        return entry
+
+    def _corrupt(self, error: CorpusError) -> None:
+        if not self.skip_corrupt:
+            raise error
+        warnings.warn(f"skipping corrupt shard: {error}", stacklevel=4)
+
+    def _rows(self, shard: int, lo: int, hi: int):
+        """Datasets [lo, hi) of a shard as an Arrow table, reading only the row groups holding
+        them (their page checksums are verified); None when the shard is corrupt and skipped."""
+        entry = self._open(shard)
+        if entry is None:
+            return None
+        handle, starts, file = entry
+        first = bisect.bisect_right(starts, lo) - 1
+        last = bisect.bisect_left(starts, hi) - 1
+        try:
+            table = handle.read_row_groups(list(range(first, last + 1)), use_threads=False)
+        except Exception as e:
+            self._cache.pop(shard, None)
+            self._bad.add(shard)
+            self._corrupt(
+                CorpusError(f"{file}: unreadable Parquet ({e}): the shard is truncated or corrupted")
+            )
+            return None
+        return table.slice(lo - starts[first], hi - lo)
+
+    def read_shard(self, shard: int):
+        """A whole shard as an Arrow table (verified), or None when corrupt and skipped."""
+        return self._rows(shard, 0, self._starts[shard + 1] - self._starts[shard])
 
     # ------------------------------------------------------------------ batches
     def get_batch_numpy(self, index: int, return_meta: bool = False) -> tuple[Any, ...] | None:
@@ -212,13 +255,13 @@ class ShardDataset(IterableDataset):
         rows = []
         shard = bisect.bisect_right(self._starts, start) - 1
         while self._starts[shard] < stop:
-            table = self._open(shard)
-            if table is None:
-                return None
             lo = max(start - self._starts[shard], 0)
             hi = min(stop, self._starts[shard + 1]) - self._starts[shard]
             if hi > lo:
-                rows.append(table.slice(lo, hi - lo))
+                table = self._rows(shard, lo, hi)
+                if table is None:
+                    return None
+                rows.append(table)
             shard += 1
         d = np.concatenate([r.column("d").to_numpy() for r in rows]).astype(np.int64)
         seq_lens = np.concatenate([r.column("seq_len").to_numpy() for r in rows]).astype(np.int64)
