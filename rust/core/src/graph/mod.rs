@@ -124,7 +124,6 @@ fn forward(
 }
 
 fn attempt(
-    cfg: &PriorConfig,
     g: &GraphConfig,
     ctx: &mut Ctx,
     rows: usize,
@@ -166,8 +165,6 @@ fn attempt(
         }
     }
     let feature_of_col: Vec<usize> = perm.iter().map(|&p| order[p]).collect();
-    let family_counts = infos.iter().flat_map(|i| i.families.iter()).count();
-    debug_assert!(family_counts >= infos.len());
     let probs = g.family_probs();
     let mut lineage = Lineage {
         n_nodes: s.dag.n(),
@@ -251,7 +248,6 @@ fn attempt(
             return Err((Reject::Trivial, Some(Box::new(out))));
         }
     }
-    let _ = cfg;
     Ok(out)
 }
 
@@ -275,7 +271,7 @@ pub fn generate(
         attempts = a + 1;
         let rng = Key::new(cfg.seed, [domain::DATASET, index, pos as u64, a as u64]).rng();
         let mut ctx = Ctx::new(rng, g);
-        match attempt(cfg, g, &mut ctx, rows, plan.train_size, plan.num_features, plan.num_classes) {
+        match attempt(g, &mut ctx, rows, plan.train_size, plan.num_features, plan.num_classes) {
             Ok(mut out) => {
                 let mi = &g.missingness;
                 if mi.rate > 0.0 {

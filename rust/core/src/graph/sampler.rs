@@ -180,11 +180,4 @@ impl<'a> Ctx<'a> {
         self.fill_gauss(&mut v);
         v
     }
-
-    /// A plain standard normal (for row-level sampling that is not a parameter draw).
-    pub fn std_normal_vec(&mut self, n: usize) -> Vec<f32> {
-        let mut v = vec![0.0; n];
-        self.rng.fill_normal(&mut v, 0.0, 1.0);
-        v
-    }
 }
