@@ -72,7 +72,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_parity import _class_chi2, _smd, _two_proportion, format_distributions
+from test_parity import compare as _compare
+from test_parity import format_distributions
+from test_parity import format_table as _format_table
 
 pytestmark = pytest.mark.slow
 
@@ -197,56 +199,13 @@ def summaries() -> dict[str, dict[str, np.ndarray]]:
 
 # ---------------------------------------------------------------------------- statistics
 def compare(theirs: dict[str, np.ndarray], ours: dict[str, np.ndarray]) -> list[dict]:
-    """One row per summary: both sides' mean / median, test, statistic, p-value, effect size."""
-    from scipy import stats
-
-    rows = []
-    for name in _names():
-        a, b = theirs[name], ours[name]
-        assert np.isfinite(a).all() and np.isfinite(b).all(), f"{name}: non-finite summaries"
-        if name in PROPORTIONS:
-            test, effect_name = "2-prop z", "h"
-            stat, p, effect = _two_proportion(a, b)
-        elif name == "n_classes":
-            test, effect_name = "chi2", "smd"
-            stat, p = _class_chi2(a, b)
-            effect = _smd(a, b)
-        else:
-            test, effect_name = "KS", "smd"
-            res = stats.ks_2samp(a, b)
-            stat, p, effect = float(res.statistic), float(res.pvalue), _smd(a, b)
-        rows.append(
-            {
-                "summary": name,
-                "test": test,
-                "tabicl_mean": float(a.mean()),
-                "tabicl_median": float(np.median(a)),
-                "tabfm_mean": float(b.mean()),
-                "tabfm_median": float(np.median(b)),
-                "stat": stat,
-                "p": p,
-                "effect_name": effect_name,
-                "effect": effect,
-                "ok": bool(p >= ALPHA and abs(effect) <= MAX_EFFECT),
-            }
-        )
-    return rows
+    """test_parity's comparison over this test's summaries, proportions and threshold."""
+    return _compare(theirs, ours, names=_names(), proportions=PROPORTIONS, alpha=ALPHA)
 
 
 def format_table(rows: list[dict], n_a: int, n_b: int) -> str:
-    lines = [
-        f"\ngraph_scm: TabICL 2.2.0 (n={n_a}) vs tabfm graph_config='tabicl' (n={n_b}); "
-        f"fail if p < {ALPHA:.1e} or |effect| > {MAX_EFFECT}",
-        "| summary | test | TabICL mean / median | tabfm mean / median | stat | p | effect | ok |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['summary']} | {r['test']} | {r['tabicl_mean']:.3f} / {r['tabicl_median']:.3f} | "
-            f"{r['tabfm_mean']:.3f} / {r['tabfm_median']:.3f} | {r['stat']:.3f} | {r['p']:.2g} | "
-            f"{r['effect_name']} {r['effect']:+.3f} | {'yes' if r['ok'] else 'NO'} |"
-        )
-    return "\n".join(lines)
+    title = f"graph_scm: TabICL 2.2.0 (n={n_a}) vs tabfm graph_config='tabicl' (n={n_b})"
+    return _format_table(title, rows, alpha=ALPHA)
 
 
 # ---------------------------------------------------------------------------- tests

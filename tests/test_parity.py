@@ -184,16 +184,25 @@ def _class_chi2(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(res.statistic), float(res.pvalue)
 
 
-def compare(theirs: dict[str, np.ndarray], ours: dict[str, np.ndarray]) -> list[dict]:
-    """One row per summary: both sides' mean / median, test, statistic, p-value, effect size."""
+def compare(
+    theirs: dict[str, np.ndarray],
+    ours: dict[str, np.ndarray],
+    names: tuple[str, ...] | None = None,
+    proportions: tuple[str, ...] = PROPORTIONS,
+    alpha: float = ALPHA,
+) -> list[dict]:
+    """One row per summary: both sides' mean / median, test, statistic, p-value, effect size.
+
+    ``names`` defaults to the diagnostics summaries; ``proportions`` are tested as shares, ``n_classes``
+    by chi-square, the rest by KS; a row is ok when p >= ``alpha`` and |effect| <= MAX_EFFECT."""
     from scipy import stats
     from tabfm.prior.diagnostics import SUMMARIES
 
     rows = []
-    for name in SUMMARIES:
+    for name in names or tuple(SUMMARIES):
         a, b = theirs[name], ours[name]
         assert np.isfinite(a).all() and np.isfinite(b).all(), f"{name}: non-finite summaries"
-        if name in PROPORTIONS:
+        if name in proportions:
             test, effect_name = "2-prop z", "h"
             stat, p, effect = _two_proportion(a, b)
         elif name == "n_classes":
@@ -216,16 +225,16 @@ def compare(theirs: dict[str, np.ndarray], ours: dict[str, np.ndarray]) -> list[
                 "p": p,
                 "effect_name": effect_name,
                 "effect": effect,
-                "ok": bool(p >= ALPHA and abs(effect) <= MAX_EFFECT),
+                "ok": bool(p >= alpha and abs(effect) <= MAX_EFFECT),
             }
         )
     return rows
 
 
-def format_table(prior: str, rows: list[dict], n_a: int, n_b: int) -> str:
+def format_table(title: str, rows: list[dict], alpha: float = ALPHA) -> str:
+    """Markdown table of :func:`compare` rows under ``title`` (which names both sides)."""
     lines = [
-        f"\n{prior}: TabICL 2.2.0 (n={n_a}) vs tabfm (n={n_b}); fail if p < {ALPHA:.1e} "
-        f"or |effect| > {MAX_EFFECT}",
+        f"\n{title}; fail if p < {alpha:.1e} or |effect| > {MAX_EFFECT}",
         "| summary | test | TabICL mean / median | tabfm mean / median | stat | p | effect | ok |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -257,7 +266,7 @@ def test_prior_parity_with_tabicl(summaries, prior):
     theirs, ours = summaries[prior]["tabicl"], summaries[prior]["tabfm"]
     assert len(theirs["d"]) == N_TABICL and len(ours["d"]) == N_TABFM
     rows = compare(theirs, ours)
-    table = format_table(prior, rows, N_TABICL, N_TABFM)
+    table = format_table(f"{prior}: TabICL 2.2.0 (n={N_TABICL}) vs tabfm (n={N_TABFM})", rows)
     print(table)
     failed = [r["summary"] for r in rows if not r["ok"]]
     details = "\n".join(format_distributions(n, theirs[n], ours[n]) for n in failed)
@@ -287,7 +296,7 @@ def test_parity_checks_can_fail():
         }
 
     same = compare(draw(N_TABICL), draw(N_TABFM))
-    assert all(r["ok"] for r in same), format_table("null", same, N_TABICL, N_TABFM)
+    assert all(r["ok"] for r in same), format_table("null", same)
     shifted = {r["summary"]: r["ok"] for r in compare(draw(N_TABICL), draw(N_TABFM, shift=0.5, p_bin=0.35))}
     assert set(shifted) == set(SUMMARIES)
     assert not shifted["d"] and not shifted["knn_gain"] and not shifted["binary"] and not shifted["n_classes"]
