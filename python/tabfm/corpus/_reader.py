@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import bisect
 import json
-import os
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
+from tabfm._positions import RankPositions, check_rank_args
 from tabfm.corpus._format import (
     MANIFEST,
     SHARD_DIR,
@@ -26,21 +26,8 @@ from tabfm.corpus._format import (
     shard_name,
 )
 
-_STATE_VERSION = 1
 
-
-def _dist_rank_world() -> tuple[int, int]:
-    try:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-    except ImportError:  # pragma: no cover
-        pass
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-class ShardDataset(IterableDataset):
+class ShardDataset(RankPositions, IterableDataset):
     """Batches of exactly ``batch_size`` datasets from a corpus written by ``tabfm generate``.
 
     Datasets are taken in corpus order (``dataset_index``); batch ``k`` holds datasets
@@ -81,13 +68,7 @@ class ShardDataset(IterableDataset):
             raise ValueError(f"verify={verify!r} is invalid: 'pages' (Parquet page checksums) or 'sha256'")
         if isinstance(cache_shards, bool) or not isinstance(cache_shards, int) or cache_shards < 1:
             raise ValueError(f"cache_shards={cache_shards!r} is invalid: must be an int >= 1")
-        for name, v in (("rank", rank), ("world_size", world_size)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
-                raise ValueError(f"{name}={v!r} is invalid: None (auto) or a non-negative int")
-        if world_size is not None and world_size < 1:
-            raise ValueError(f"world_size={world_size} is invalid: must be >= 1")
-        if rank is not None and world_size is not None and rank >= world_size:
-            raise ValueError(f"rank={rank} is invalid: must be < world_size={world_size}")
+        check_rank_args(rank, world_size)
         self.path = Path(path)
         self.batch_size = batch_size
         self.rank, self.world_size = rank, world_size
@@ -129,22 +110,10 @@ class ShardDataset(IterableDataset):
         self._schema = schema(bool(self.info.get("float16", False)))
 
     # ------------------------------------------------------------------ sharding
-    def _shard(self) -> tuple[int, int]:
-        r, w = _dist_rank_world()
-        rank = self.rank if self.rank is not None else r
-        world = self.world_size if self.world_size is not None else w
-        if not 0 <= rank < world:
-            raise ValueError(f"rank={rank} is invalid for world_size={world}")
-        return rank, world
-
     def __len__(self) -> int:
         """Batches this rank reads (equal on every rank)."""
         _, world = self._shard()
         return (self.total // self.batch_size) // world
-
-    def global_index(self, position: int) -> int:
-        rank, world = self._shard()
-        return position * world + rank
 
     # ------------------------------------------------------------------ shards
     def _record(self, shard: int) -> dict[str, Any]:
@@ -316,31 +285,7 @@ class ShardDataset(IterableDataset):
             yield batch  # None for a skipped batch: the loader counts it, then drops it
 
     # ------------------------------------------------------------------ resumption
+    _mismatch = "this corpus and batch_size: resuming would read other batches"
+
     def fingerprint(self) -> str:
         return f"{self.info['fingerprint']}/{self.batch_size}"
-
-    def state_dict(self, position: int | None = None) -> dict[str, Any]:
-        _, world = self._shard()
-        return {
-            "version": _STATE_VERSION,
-            "position": self.position if position is None else position,
-            "world_size": world,
-            "fingerprint": self.fingerprint(),
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"state version={state.get('version')!r} is invalid: expected {_STATE_VERSION}")
-        if state.get("fingerprint") != self.fingerprint():
-            raise ValueError(
-                "state fingerprint does not match this corpus and batch_size: resuming would read other batches"
-            )
-        _, world = self._shard()
-        if state.get("world_size") != world:
-            raise ValueError(
-                f"state world_size={state.get('world_size')} is invalid: this run has world_size={world}"
-            )
-        position = state.get("position")
-        if isinstance(position, bool) or not isinstance(position, int) or position < 0:
-            raise ValueError(f"state position={position!r} is invalid: a non-negative int")
-        self.position = position
