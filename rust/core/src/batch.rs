@@ -138,6 +138,17 @@ pub fn adjust_max_features(seq_len: usize, max_features: usize) -> usize {
     }
 }
 
+/// Feature count in [min_features, gp_max]: rounded uniform, or log-uniform with `log_n_features`.
+fn sample_num_features(cfg: &PriorConfig, rng: &mut Rng, gp_max: usize) -> usize {
+    let lo = cfg.min_features.min(gp_max) as f64;
+    if cfg.log_n_features {
+        log_uniform(rng, lo, gp_max as f64) as usize
+    } else {
+        rng.range(lo, gp_max as f64).round_ties_even() as usize
+    }
+    .clamp(1, gp_max)
+}
+
 /// The sequential part: every dataset's plan for batch `index`.
 pub fn plan_batch(cfg: &PriorConfig, index: u64) -> Vec<DatasetPlan> {
     let b = cfg.batch_size;
@@ -182,32 +193,27 @@ pub fn plan_batch(cfg: &PriorConfig, index: u64) -> Vec<DatasetPlan> {
             }
         };
         let gp_size = per_gp.min(b - plans.len());
+        if cfg.prior_type == PriorType::GraphScm {
+            // No SCM hyper-parameters: every dataset draws its own feature and class counts.
+            for _ in 0..gp_size {
+                let num_features = sample_num_features(cfg, &mut grng, gp_max);
+                let num_classes = (!cfg.regression).then(|| grng.randint(2, cfg.max_classes as i64 + 1) as usize);
+                plans.push(DatasetPlan {
+                    kind: Kind::Graph,
+                    group,
+                    seq_len,
+                    train_size,
+                    max_features: gp_max,
+                    num_features,
+                    num_classes,
+                    hp: None,
+                });
+            }
+            group += 1;
+            continue;
+        }
         let mut in_group = 0;
         while in_group < gp_size {
-            if cfg.prior_type == PriorType::GraphScm {
-                // No SCM hyper-parameters: every dataset draws its own feature and class counts.
-                let lo = cfg.min_features.min(gp_max) as f64;
-                for _ in 0..gp_size {
-                    let num_features = if cfg.log_n_features {
-                        log_uniform(&mut grng, lo, gp_max as f64) as usize
-                    } else {
-                        grng.range(lo, gp_max as f64).round_ties_even() as usize
-                    }
-                    .clamp(1, gp_max);
-                    let num_classes = (!cfg.regression).then(|| grng.randint(2, cfg.max_classes as i64 + 1) as usize);
-                    plans.push(DatasetPlan {
-                        kind: Kind::Graph,
-                        group,
-                        seq_len,
-                        train_size,
-                        max_features: gp_max,
-                        num_features,
-                        num_classes,
-                        hp: None,
-                    });
-                }
-                break;
-            }
             let kind = match cfg.prior_type {
                 PriorType::MlpScm => Kind::Mlp,
                 PriorType::TreeScm => Kind::Tree,
@@ -216,13 +222,7 @@ pub fn plan_batch(cfg: &PriorConfig, index: u64) -> Vec<DatasetPlan> {
                     if grng.uniform() * (p_mlp + p_tree) < p_mlp { Kind::Mlp } else { Kind::Tree }
                 }
             };
-            let lo = cfg.min_features.min(gp_max) as f64;
-            let num_features = if cfg.log_n_features {
-                log_uniform(&mut grng, lo, gp_max as f64) as usize
-            } else {
-                grng.range(lo, gp_max as f64).round_ties_even() as usize
-            }
-            .clamp(1, gp_max);
+            let num_features = sample_num_features(cfg, &mut grng, gp_max);
             let sub = ghp.subgroup(&mut grng);
             let hp = Arc::new(ScmHp::resolve(&sub, &cfg.fixed_hp.overrides));
             let sub_size = per_subgp.min(gp_size - in_group);
