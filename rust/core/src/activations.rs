@@ -80,10 +80,17 @@ macro_rules! simple_activations {
         impl Simple {
             pub const NAMES: &'static [&'static str] = &[$($name),*];
 
-            fn from_name(name: &str) -> Option<Simple> {
+            pub(crate) fn from_name(name: &str) -> Option<Simple> {
                 match name {
                     $($name => Some(Simple::$variant),)*
                     _ => None,
+                }
+            }
+
+            /// `x = f(x)` element-wise, one tight loop per function (the graph prior's use).
+            pub(crate) fn map(self, x: &mut [f32]) {
+                match self {
+                    $(Simple::$variant => x.iter_mut().for_each(|v| *v = Simple::$variant.eval(*v)),)*
                 }
             }
 

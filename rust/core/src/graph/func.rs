@@ -4,6 +4,7 @@
 //! Each function is fitted on the data it transforms (split points, centres and shifts are
 //! random rows of its input) and applied once, so it is sampled and evaluated in one call.
 
+use crate::activations::Simple;
 use crate::fastmath;
 use crate::linalg;
 
@@ -323,7 +324,7 @@ pub const ACTIVATIONS: [&str; 27] = [
     "rbf",
     "exp",
     "unit_interval_indicator",
-    "sin",
+    "sine",
     "square",
     "abs",
     "log_abs",
@@ -342,29 +343,15 @@ fn sigmoid(x: f32) -> f32 {
 }
 
 fn apply_fixed(idx: usize, x: &mut Mat) {
-    const SELU_SCALE: f32 = 1.050_701;
-    const SELU_ALPHA: f32 = 1.673_263_2;
-    let map = |x: &mut Mat, f: &dyn Fn(f32) -> f32| x.data.iter_mut().for_each(|v| *v = f(*v));
+    // The activations the MLP SCM has too share its implementation.
+    if let Some(f) = Simple::from_name(ACTIVATIONS[idx]) {
+        f.map(&mut x.data);
+        return;
+    }
+    let map = |x: &mut Mat, f: fn(f32) -> f32| x.data.iter_mut().for_each(|v| *v = f(*v));
     match idx {
-        0 => map(x, &|v| v.tanh()),
-        1 => map(x, &|v| if v >= 0.0 { v } else { 0.01 * v }),
-        2 => map(x, &|v| if v > 0.0 { v } else { v.exp_m1() }),
-        3 => {}
-        4 => map(x, &|v| SELU_SCALE * if v > 0.0 { v } else { SELU_ALPHA * v.exp_m1() }),
-        5 => map(x, &|v| v * sigmoid(v)),
-        6 => map(x, &|v| v.max(0.0)),
-        7 => map(x, &|v| if v > 20.0 { v } else { fastmath::softplus(v) }),
-        8 => map(x, &|v| v.clamp(0.0, 6.0)),
-        9 => map(x, &|v| v.clamp(-1.0, 1.0)),
-        10 => map(x, &|v| if v >= 0.0 { 1.0 } else { -1.0 }),
-        11 => map(x, &|v| if v >= 0.0 { 1.0 } else { 0.0 }),
-        12 => map(x, &|v| (-v * v).exp()),
-        13 => map(x, &|v| v.exp()),
-        14 => map(x, &|v| if v.abs() <= 1.0 { 1.0 } else { 0.0 }),
-        15 => map(x, &|v| v.sin()),
-        16 => map(x, &|v| v * v),
-        17 => map(x, &|v| v.abs()),
-        18 => map(x, &|v| v.abs().max(1e-6).ln()),
+        11 => map(x, |v| if v >= 0.0 { 1.0 } else { 0.0 }),
+        18 => map(x, |v| v.abs().max(1e-6).ln()),
         19 => rowwise(x, |row| {
             let order = argsort(row);
             let mut rank = vec![0.0; row.len()];
@@ -373,9 +360,9 @@ fn apply_fixed(idx: usize, x: &mut Mat) {
             }
             row.copy_from_slice(&rank);
         }),
-        20 => map(x, &sigmoid),
-        21 => map(x, &|v| v.round_ties_even()),
-        22 => map(x, &|v| v - v.floor()),
+        20 => map(x, sigmoid),
+        21 => map(x, |v| v.round_ties_even()),
+        22 => map(x, |v| v - v.floor()),
         23 => rowwise(x, |row| {
             let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             let mut s = 0.0;
@@ -395,7 +382,8 @@ fn apply_fixed(idx: usize, x: &mut Mat) {
                 *v = i as f32;
             }
         }),
-        _ => map(x, &|v| -(if -v > 20.0 { -v } else { fastmath::softplus(-v) })),
+        26 => map(x, |v| -fastmath::softplus(-v)),
+        _ => unreachable!("activation index {idx} out of range"),
     }
 }
 
