@@ -45,6 +45,23 @@ class BatchLog:
         return sum(self.d_sum) / sum(self.datasets) if self.datasets else None
 
 
+def tabicl_dataset(prior_type: str, **kwargs: Any) -> Any:
+    """TabICL 2.2.0's ``PriorDataset(n_jobs=1)``, after seeding torch / numpy / random once
+    (TabICL draws from the global generators); skips when TabICL is not installed."""
+    tabicl_prior = pytest.importorskip("tabicl.prior")
+    import random
+    import warnings
+
+    import numpy as np
+    import torch
+
+    warnings.filterwarnings("ignore", module="tabicl")
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+    return tabicl_prior.PriorDataset(prior_type=prior_type, n_jobs=1, **kwargs)
+
+
 @pytest.fixture
 def batch_log() -> BatchLog:
     return BatchLog()

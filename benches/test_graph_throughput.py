@@ -31,13 +31,12 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import random
 import subprocess
 import time
-import warnings
 from pathlib import Path
 
 import pytest
+from conftest import tabicl_dataset
 
 GROUP = "graph_scm"
 TABFM_PRIOR = "graph_scm"
@@ -152,15 +151,7 @@ def test_graph_throughput(benchmark, batch_log, record_throughput, request, impl
     benchmark.group = GROUP
     log = batch_log
     if impl == "tabicl-1T":
-        tabicl_prior = pytest.importorskip("tabicl.prior")
-        import numpy as np
-        import torch
-
-        warnings.filterwarnings("ignore", module="tabicl")
-        torch.manual_seed(0)
-        np.random.seed(0)
-        random.seed(0)
-        ds = tabicl_prior.PriorDataset(prior_type="graph_scm", n_jobs=1, batch_size=PEER_BATCH, **SETTINGS)
+        ds = tabicl_dataset("graph_scm", batch_size=PEER_BATCH, **SETTINGS)
 
         def draw():
             return log.draw(ds.get_batch)

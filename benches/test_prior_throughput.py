@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import itertools
 import json
-import random
 import subprocess
 import sys
-import warnings
 
 import pytest
+from conftest import tabicl_dataset
 
 PRIORS = ("mlp_scm", "tree_scm", "mix_scm")
 IMPLS = ("tabicl-1T", "tabfm-1T", "tabfm-2T")
@@ -61,15 +60,7 @@ def test_prior_throughput(benchmark, batch_log, record_throughput, prior, impl):
     benchmark.group = f"prior={prior}"
     log = batch_log
     if impl == "tabicl-1T":
-        tabicl_prior = pytest.importorskip("tabicl.prior")
-        import numpy as np
-        import torch
-
-        warnings.filterwarnings("ignore", module="tabicl")
-        torch.manual_seed(0)
-        np.random.seed(0)
-        random.seed(0)
-        ds = tabicl_prior.PriorDataset(prior_type=prior, n_jobs=1, **SETTINGS)
+        ds = tabicl_dataset(prior, **SETTINGS)
 
         def draw():
             return log.draw(ds.get_batch)
