@@ -25,8 +25,14 @@ $(DEPS_STAMP): pyproject.toml | $(VPY)
 build: $(DEPS_STAMP)
 	$(VPY) -m maturin develop --release --quiet
 
+# The main job: draw from every prior, pretrain the tiny in-context model on the CPU for a few
+# minutes (resumes if run again), then evaluate it against the baselines on real datasets.
+DEMO_RUN := runs/demo
 demo: build
 	$(VPY) -m tabfm.prior.demo
+	$(VENV)/bin/tabfm pretrain --config configs/icl-tiny.yaml --checkpoint-dir $(DEMO_RUN) \
+		--set data.stages.0.steps=200 --set train.max_minutes=5 --set train.val_every=50
+	$(VENV)/bin/tabfm evaluate --checkpoint $(DEMO_RUN) --splits 3 --out $(DEMO_RUN)/eval
 
 test-rust:
 	cargo test --workspace --release

@@ -118,6 +118,9 @@ def main() -> None:
     args = p.parse_args()
     out = Path(args.out)
     sets = [
+        "data.prior.prior_type=mix_scm",  # both runs on mix_scm: the comparison is of the two mix_scm priors
+        "data.prior.graph_config=null",
+        "train.torch_threads=null",
         f"data.stages.0.steps={args.steps}",
         "data.val_batches=0",
         "train.max_minutes=null",

@@ -276,7 +276,8 @@ class TabFMClassifier(ClassifierMixin, BaseEstimator):
         return proba / self.n_estimators
 
     def predict(self, X: Any) -> np.ndarray:
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        proba = self.predict_proba(X)  # checks that the classifier is fitted
+        return self.classes_[proba.argmax(axis=1)]
 
 
 def _group_by_rows(

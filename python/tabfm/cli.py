@@ -420,8 +420,12 @@ def cmd_pretrain(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from tabfm.classifier import TabFMClassifier, load_model
-    from tabfm.evaluation import baseline_models, evaluate, format_table, plot, summarise
+    from tabfm.evaluation import DATASET_NAMES, baseline_models, evaluate, format_table, plot, summarise
 
+    names = args.datasets.split(",") if args.datasets else None
+    unknown = sorted(set(names or []) - set(DATASET_NAMES))
+    if unknown:
+        raise UsageError(f"--datasets {args.datasets}: unknown {unknown}; choose from {list(DATASET_NAMES)}")
     model = load_model(args.checkpoint)  # fails early, with the path, on a bad checkpoint
     models = {
         "tabfm": lambda: TabFMClassifier(
@@ -429,7 +433,6 @@ def cmd_evaluate(args) -> int:
         )
     }
     models.update(baseline_models(args.seed))
-    names = args.datasets.split(",") if args.datasets else None
     results = evaluate(models, datasets=names, n_splits=args.splits, seed=args.seed)
     summary = summarise(results)
     print(format_table(summary))
@@ -569,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (UsageError, ValueError, TypeError, OSError, CorpusError) as e:
+    except (UsageError, ValueError, TypeError, OSError, ImportError, CorpusError) as e:
         parser.exit(2, f"tabfm {args.command}: error: {e}\n")
     except yaml.YAMLError as e:
         parser.exit(2, f"tabfm {args.command}: error: invalid YAML: {' '.join(str(e).split())}\n")
