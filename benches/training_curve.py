@@ -1,6 +1,6 @@
 """Loss curve of a training run (train loss per log window, validation loss) as a PNG.
 
-    .venv/bin/python benches/training_curve.py runs/icl-tiny docs/icl-tiny-curve.png
+.venv/bin/python benches/training_curve.py runs/icl-tiny docs/icl-tiny-curve.png
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 
 def main(run: str, out: str) -> None:

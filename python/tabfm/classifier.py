@@ -20,7 +20,6 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from tabfm.models import ICLConfig, TabICLModel
 
-
 #: Pretrained models shipped inside the package, by name.
 BUNDLED = {"icl-tiny": Path(__file__).parent / "models" / "weights" / "icl-tiny.pt"}
 

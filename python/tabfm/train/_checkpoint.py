@@ -97,5 +97,8 @@ def export_model(checkpoint: str | Path, out: str | Path) -> Path:
     state): what :class:`~tabfm.TabFMClassifier` needs, a third of the size."""
     state = load(checkpoint)
     out = Path(out)
-    save_atomic({"format": FORMAT, "step": state["step"], "model_info": state["model_info"], "model": state["model"]}, out)
+    save_atomic(
+        {"format": FORMAT, "step": state["step"], "model_info": state["model_info"], "model": state["model"]},
+        out,
+    )
     return out
