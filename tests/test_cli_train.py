@@ -20,6 +20,11 @@ def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([TABFM, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
 
 
+def pretrain(run_dir: Path, steps: int, sets: list[str]) -> subprocess.CompletedProcess:
+    args = ["--config", "configs/icl-tiny.yaml", "--checkpoint-dir", str(run_dir)]
+    return run("pretrain", *args, "--set", f"data.stages.0.steps={steps}", *sets)
+
+
 def test_pretrain_resume_and_evaluate(tmp_path):
     run_dir = tmp_path / "run"
     sets = [
@@ -40,32 +45,14 @@ def test_pretrain_resume_and_evaluate(tmp_path):
         "--set",
         "train.log_every=5",
     ]
-    p = run(
-        "pretrain",
-        "--config",
-        "configs/icl-tiny.yaml",
-        "--checkpoint-dir",
-        str(run_dir),
-        "--set",
-        "data.stages.0.steps=10",
-        *sets,
-    )
+    p = pretrain(run_dir, 10, sets)
     assert p.returncode == 0, p.stderr
     result = json.loads(p.stdout.strip().splitlines()[-1])
     assert result["step"] == 10 and result["datasets"] == 80
     assert "step     10/10" in p.stdout and (run_dir / "best.ckpt").is_file()
     assert list((run_dir / "tensorboard").glob("events.*"))
     # a longer run over the same directory resumes from step 10
-    p = run(
-        "pretrain",
-        "--config",
-        "configs/icl-tiny.yaml",
-        "--checkpoint-dir",
-        str(run_dir),
-        "--set",
-        "data.stages.0.steps=15",
-        *sets,
-    )
+    p = pretrain(run_dir, 15, sets)
     assert p.returncode == 0, p.stderr
     assert "resumed from" in p.stdout and json.loads(p.stdout.strip().splitlines()[-1])["step"] == 15
 

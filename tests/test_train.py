@@ -393,3 +393,13 @@ def test_ddp_two_processes_gloo(tmp_path):
     resumed = _torchrun(tmp_path, tmp_path / "run")
     assert resumed[0]["out"]["step"] == 9
     assert resumed[0]["digest"] == straight[0]["digest"] == resumed[1]["digest"]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_are_valid(path):
+    from tabfm.train.pretrain import build_data, build_model
+
+    cfg = TrainConfig.load(path)
+    data = build_data(cfg)  # constructs every stage's PriorDataset: the prior checks its settings
+    assert data.total_steps == cfg.total_steps > 0
+    assert build_model(cfg).config.max_classes >= cfg.data.prior["max_classes"]

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
+from tabfm._device import resolve_device
 from tabfm.models import ICLConfig, TabICLModel
 
 #: Pretrained models shipped inside the package, by name.
@@ -195,17 +196,6 @@ class TabFMClassifier(ClassifierMixin, BaseEstimator):
         if self.max_context < 2:
             raise ValueError(f"max_context={self.max_context} is invalid: at least 2 training rows")
 
-    def _device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            dev = torch.device(self.device)
-        except (RuntimeError, TypeError):
-            raise ValueError(f"device={self.device!r} is invalid: auto, cpu, cuda or cuda:N") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={self.device!r} is invalid: CUDA is not available on this machine")
-        return dev
-
     def fit(self, X: Any, y: Any) -> TabFMClassifier:
         self._check_params()
         y = np.asarray(y)
@@ -216,7 +206,7 @@ class TabFMClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("X and y are empty: fit needs at least 2 labelled rows")
         if len(X) != n:
             raise ValueError(f"X has {len(X)} rows but y has {n}")
-        self.device_ = self._device()
+        self.device_ = resolve_device(self.device)
         self.model_ = (
             self.model if self.model is not None else load_model(self.checkpoint, self.device_)
         ).to(self.device_)

@@ -191,15 +191,9 @@ class TrainConfig:
             _positive_int(t.patience, "train.patience")
         if t.torch_threads is not None:
             _positive_int(t.torch_threads, "train.torch_threads")
-        if t.device != "auto":
-            import torch
+        from tabfm._device import resolve_device
 
-            try:
-                dev = torch.device(t.device)
-            except (RuntimeError, TypeError):
-                raise ValueError(f"train.device={t.device!r} is invalid: auto, cpu, cuda or cuda:N") from None
-            if dev.type == "cuda" and not torch.cuda.is_available():
-                raise ValueError(f"train.device={t.device!r} is invalid: CUDA is not available here")
+        resolve_device(t.device, "train.device")
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
