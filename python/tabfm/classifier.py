@@ -76,7 +76,8 @@ class _Preprocessor:
         clamped = np.clip(filled, lo, hi)
         self.lo, self.hi = lo, hi
         self.center = clamped.mean(axis=0)
-        self.scale = np.where(clamped.std(axis=0) > 1e-12, clamped.std(axis=0), 1.0)
+        spread = clamped.std(axis=0)
+        self.scale = np.where(spread > 1e-12, spread, 1.0)
         return self
 
     def _column(self, j: int, col: np.ndarray) -> np.ndarray:
