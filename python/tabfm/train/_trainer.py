@@ -53,6 +53,17 @@ def setup_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
     return rank, world, dev
 
 
+def _first_dataset(micro: Any) -> Any:
+    """A micro-batch cut to its first dataset: every tensor in it sliced along dimension 0."""
+    if torch.is_tensor(micro):
+        return micro[:1]
+    if isinstance(micro, dict):
+        return {k: _first_dataset(v) for k, v in micro.items()}
+    if isinstance(micro, (tuple, list)):
+        return type(micro)(_first_dataset(v) for v in micro)
+    return micro
+
+
 def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or (
         isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
@@ -149,22 +160,28 @@ class Trainer:
         micros = self.task.micro_batches(batch, self.data.spec.micro_batch_size, self.device)
         sums: dict[str, float] = {}
         done_weight = 0.0
+        ddp = isinstance(self.model, DistributedDataParallel)
         for i, (micro, weight) in enumerate(micros):
-            if isinstance(self.model, DistributedDataParallel):
-                self.model.require_backward_grad_sync = i == len(micros) - 1  # sync once, at the end
+            syncs = ddp and i == len(micros) - 1  # gradients are all-reduced once, at the end
+            if ddp:
+                self.model.require_backward_grad_sync = syncs
+            in_backward, loss = False, None
             try:
                 with self.autocast():
                     loss, stats = self.task.loss(self.model, micro)
+                in_backward = True
                 self.scaler.scale(loss * weight).backward()
             except Exception as e:
                 if not _is_oom(e):
                     raise
                 # Skipped and counted, not fatal (bounded by train.max_oom_fraction); the step
                 # goes on with the micro-batches that fit.
-                del e
+                del e, loss  # the failed graph's memory
                 self.counters["skipped_oom"] += 1
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
+                if syncs:
+                    self._join_gradient_sync(micro, in_backward)
                 continue
             done_weight += weight
             for k, v in stats.items():
@@ -186,6 +203,23 @@ class Trainer:
         out = {k: v / done_weight for k, v in sums.items()} if done_weight > 0 else {}
         out.update(lr=lr, grad_norm=grad_norm, datasets=float(n))
         return out
+
+    def _join_gradient_sync(self, micro: Any, in_backward: bool) -> None:
+        """After this rank skipped the micro-batch whose backward all-reduces the gradients, take
+        part in that all-reduce anyway, or the other ranks would wait for it forever: a backward
+        through DDP of one dataset's loss times zero contributes zero gradients."""
+        if in_backward:
+            # The all-reduce of some gradient buckets may have started: DDP cannot take it back.
+            raise RuntimeError(
+                f"rank {self.rank} ran out of memory in the backward pass of the micro-batch that "
+                "all-reduces gradients across ranks, which DDP cannot recover from: lower "
+                f"train.micro_batch_size (now {self.data.spec.micro_batch_size}) or the stage's max_seq_len"
+            )
+        shrink = getattr(self.task, "one_dataset", None)
+        small = shrink(micro) if shrink is not None else _first_dataset(micro)
+        with self.autocast():
+            loss, _ = self.task.loss(self.model, small)
+        (loss * 0.0).backward()
 
     # ================================================================== validation
     @torch.no_grad()
