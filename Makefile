@@ -31,7 +31,7 @@ DEMO_RUN := runs/demo
 demo: build
 	$(VPY) -m tabfm.prior.demo
 	$(VENV)/bin/tabfm pretrain --config configs/icl-tiny.yaml --checkpoint-dir $(DEMO_RUN) \
-		--set data.stages.0.steps=200 --set train.max_minutes=5 --set train.val_every=50
+		--set data.stages.0.steps=1100 --set train.max_minutes=6
 	$(VENV)/bin/tabfm evaluate --checkpoint $(DEMO_RUN) --splits 3 --out $(DEMO_RUN)/eval
 
 test-rust:
