@@ -1,7 +1,10 @@
 """Tasks: what a model family contributes to the shared :class:`~tabfm.train.Trainer`.
 
 A task cuts a batch into micro-batches (each with a weight: its share of the batch's loss),
-computes the loss and metrics of one micro-batch, and counts a batch's datasets.
+computes the loss and metrics of one micro-batch, and counts a batch's datasets. Optionally,
+``one_dataset(micro)`` gives the smallest micro-batch the loss accepts (by default every tensor
+is cut to its first row): under DDP a rank that ran out of memory on the micro-batch that
+all-reduces gradients runs that instead, so it still joins the all-reduce.
 """
 
 from __future__ import annotations
