@@ -50,7 +50,8 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu") -> Ta
 
 
 class _Preprocessor:
-    def fit(self, X: Any, categorical_features: Any = None) -> _Preprocessor:
+    def fit_transform(self, X: Any, categorical_features: Any = None) -> np.ndarray:
+        """Fits on the training table and returns it transformed (its columns read once)."""
         cols, names, cat = _columns(X, categorical_features)
         self.n_features_in_ = len(cols)
         self.names = names
@@ -78,7 +79,7 @@ class _Preprocessor:
         self.center = clamped.mean(axis=0)
         spread = clamped.std(axis=0)
         self.scale = np.where(spread > 1e-12, spread, 1.0)
-        return self
+        return self._scaled(filled)
 
     def _column(self, j: int, col: np.ndarray) -> np.ndarray:
         if not self.categorical[j]:
@@ -89,8 +90,10 @@ class _Preprocessor:
     def transform(self, X: Any) -> np.ndarray:
         cols, _, _ = _columns(X, None, expect=self)
         numeric = np.column_stack([self._column(j, c) for j, c in enumerate(cols)])
-        numeric = np.where(np.isnan(numeric), self.mean, numeric)
-        out = (np.clip(numeric, self.lo, self.hi) - self.center) / self.scale
+        return self._scaled(np.where(np.isnan(numeric), self.mean, numeric))
+
+    def _scaled(self, filled: np.ndarray) -> np.ndarray:
+        out = (np.clip(filled, self.lo, self.hi) - self.center) / self.scale
         return out[:, self.keep].astype(np.float32)
 
 
@@ -218,9 +221,9 @@ class TabFMClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"y has a single class {self.classes_.tolist()}: a classifier needs at least 2")
         if len(self.classes_) > max_classes:
             raise ValueError(f"y has {len(self.classes_)} classes: this model supports at most {max_classes}")
-        self.preprocessor_ = _Preprocessor().fit(X, self.categorical_features)
+        self.preprocessor_ = _Preprocessor()
+        self.X_train_ = self.preprocessor_.fit_transform(X, self.categorical_features)
         self.n_features_in_ = self.preprocessor_.n_features_in_
-        self.X_train_ = self.preprocessor_.transform(X)
         self.y_train_ = y_enc.astype(np.int64)
         return self
 

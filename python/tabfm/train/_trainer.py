@@ -240,12 +240,16 @@ class Trainer:
                 count += weight
         self.raw_model.train()
         keys = sorted(sums)
-        vec = torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64)
+        *totals, count = self.sum_over_ranks([sums[k] for k in keys] + [count])
+        return {k: totals[i] / count for i, k in enumerate(keys)}
+
+    def sum_over_ranks(self, values: list[float]) -> list[float]:
+        """Each value summed over all ranks (a collective under DDP: every rank calls it)."""
+        vec = torch.tensor(values, dtype=torch.float64)
         if self.world > 1:
             vec = vec.to(self.device)
             dist.all_reduce(vec)
-        vec = vec.cpu()
-        return {k: float(vec[i] / vec[-1]) for i, k in enumerate(keys)}
+        return vec.cpu().tolist()
 
     # ================================================================== checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -375,16 +379,13 @@ class _Window:
 
     def summary(self, trainer: Trainer) -> dict[str, float]:
         keys = sorted(self.sums)
-        vec = torch.tensor(
-            [self.sums[k] for k in keys] + [self.datasets, self.wait, self.total], dtype=torch.float64
+        # means over ranks; throughput of all ranks together
+        *sums, datasets, wait, total = trainer.sum_over_ranks(
+            [self.sums[k] for k in keys] + [self.datasets, self.wait, self.total]
         )
-        if trainer.world > 1:  # means over ranks; throughput of all ranks together
-            vec = vec.to(trainer.device)
-            dist.all_reduce(vec)
-            vec = vec.cpu()
         w = trainer.world
-        out = {f"train/{k}": float(vec[i]) / (self.steps * w) for i, k in enumerate(keys)}
-        datasets, wait, total = float(vec[-3]), float(vec[-2]) / w, float(vec[-1]) / w
+        out = {f"train/{k}": sums[i] / (self.steps * w) for i, k in enumerate(keys)}
+        wait, total = wait / w, total / w
         out["train/datasets_per_s"] = datasets / max(total, 1e-9)
         out["train/data_wait_share"] = wait / max(total, 1e-9)
         return out

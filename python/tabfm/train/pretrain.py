@@ -27,6 +27,10 @@ def _world() -> int:
     return int(os.environ.get("WORLD_SIZE", 1))
 
 
+def _rank_batch_size(stage: Stage) -> int:
+    return math.ceil(stage.batch_size / _world())
+
+
 def prior_kwargs(cfg: TrainConfig, stage: Stage, index: int) -> dict[str, Any]:
     kw = dict(cfg.data.prior)
     kw.setdefault("max_classes", 10)
@@ -34,7 +38,7 @@ def prior_kwargs(cfg: TrainConfig, stage: Stage, index: int) -> dict[str, Any]:
     for f in dataclasses.fields(Stage):
         if f.name not in ("steps", "micro_batch_size"):
             kw[f.name] = getattr(stage, f.name)
-    kw["batch_size"] = math.ceil(stage.batch_size / _world())
+    kw["batch_size"] = _rank_batch_size(stage)
     return kw
 
 
@@ -46,7 +50,7 @@ def build_data(cfg: TrainConfig) -> StagedData:
             from tabfm.corpus import ShardDataset
 
             def make(stage=stage):
-                ds = ShardDataset(cfg.data.corpus, math.ceil(stage.batch_size / _world()))
+                ds = ShardDataset(cfg.data.corpus, _rank_batch_size(stage))
                 return PriorDataLoader(ds, num_workers=cfg.data.num_workers)
 
         else:
