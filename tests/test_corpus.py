@@ -174,12 +174,12 @@ def test_corrupted_and_truncated_shards_name_the_file(tmp_path: Path, corpus: Pa
     with pytest.raises(CorpusError, match=r"batch-000000002.parquet: unreadable Parquet .*corrupted"):
         ds.get_batch_numpy(2)  # the page checksums catch the flipped byte
     with pytest.raises(CorpusError, match=r"batch-000000002.parquet: checksum mismatch"):
-        ShardDataset(c, 6, verify="sha256").get_batch_numpy(2)
+        ShardDataset(c, 6, verify="blake3").get_batch_numpy(2)
     shard.write_bytes(bytes(data[: len(data) // 3]))
     with pytest.raises(CorpusError, match=r"batch-000000002.parquet: unreadable Parquet .*truncated"):
         ShardDataset(c, 6).get_batch_numpy(2)
     with pytest.raises(CorpusError, match=r"batch-000000002.parquet: checksum mismatch"):
-        ShardDataset(c, 6, verify="sha256").get_batch_numpy(2)
+        ShardDataset(c, 6, verify="blake3").get_batch_numpy(2)
     skipping = ShardDataset(c, 6, skip_corrupt=True)
     with pytest.warns(UserWarning, match="skipping corrupt shard: .*batch-000000002.parquet"):
         got = list(skipping)

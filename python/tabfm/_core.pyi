@@ -1,5 +1,6 @@
 """Type stubs for the Rust extension ``tabfm._core`` (hand-written)."""
 
+import os
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,30 @@ class PriorEngine:
 def philox4x64_10(ctr: tuple[int, int, int, int], key: tuple[int, int]) -> tuple[int, int, int, int]: ...
 def random_stream(seed: int, stream: int, n: int, kind: str) -> npt.NDArray[Any]: ...
 def available_threads() -> int: ...
+def write_corpus_shard(
+    path: str | os.PathLike[str],
+    x: npt.NDArray[np.float32],
+    y: npt.NDArray[np.float32],
+    d: npt.NDArray[np.int64],
+    seq_lens: npt.NDArray[np.int64],
+    train_sizes: npt.NDArray[np.int64],
+    batch_index: int,
+    batch_size: int,
+    num_classes: list[int | None],
+    categorical: list[list[int]],
+    valid: list[bool],
+    meta: list[str],
+    lineage: list[str | None],
+    arrow_schema: str,
+    row_group: int,
+    zstd_level: int | None,
+    n_jobs: int,
+) -> tuple[int, str]:
+    """Writes one batch as a corpus shard (fsynced); returns (bytes, BLAKE3 hex digest)."""
+
+def blake3_file(path: str | os.PathLike[str]) -> str:
+    """BLAKE3 hex digest of a file."""
+
 def _tree_fit_predict(
     x: npt.NDArray[np.float32], y: npt.NDArray[np.float32], max_depth: int, n_estimators: int
 ) -> npt.NDArray[np.float32]: ...

@@ -6,8 +6,11 @@
 use std::sync::Arc;
 
 use numpy::ndarray::{Array1, Array2, Array3};
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyArray3, PyReadonlyArray2, PyUntypedArrayMethods};
-use pyo3::exceptions::PyValueError;
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyArray3, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArray3,
+    PyUntypedArrayMethods,
+};
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use tabfm_core::batch::{DatasetMeta, generate_batch};
@@ -257,6 +260,118 @@ fn _debug_panic(py: Python<'_>, in_pool: bool) {
     });
 }
 
+/// Writes one generated batch as a corpus shard (the schema of `tabfm.corpus`) to `path`,
+/// fsynced; returns (bytes, BLAKE3 hex digest). Pages are compressed on `n_jobs` threads, GIL released.
+// One argument per shard column: the Python caller passes the arrays of a generated batch.
+#[allow(clippy::too_many_arguments)]
+#[pyfunction]
+#[pyo3(signature = (path, x, y, d, seq_lens, train_sizes, batch_index, batch_size, num_classes, categorical,
+                    valid, meta, lineage, arrow_schema, row_group, zstd_level, n_jobs))]
+fn write_corpus_shard(
+    py: Python<'_>,
+    path: std::path::PathBuf,
+    x: PyReadonlyArray3<'_, f32>,
+    y: PyReadonlyArray2<'_, f32>,
+    d: PyReadonlyArray1<'_, i64>,
+    seq_lens: PyReadonlyArray1<'_, i64>,
+    train_sizes: PyReadonlyArray1<'_, i64>,
+    batch_index: i64,
+    batch_size: i64,
+    num_classes: Vec<Option<i32>>,
+    categorical: Vec<Vec<i32>>,
+    valid: Vec<bool>,
+    meta: Vec<String>,
+    lineage: Vec<Option<String>>,
+    arrow_schema: String,
+    row_group: usize,
+    zstd_level: Option<i32>,
+    n_jobs: i64,
+) -> PyResult<(u64, String)> {
+    use tabfm_core::parquet::{Column, ColumnData, WriteOptions, encode};
+    let [b, t, f] = <[usize; 3]>::try_from(x.shape()).map_err(|_| PyValueError::new_err("x must be 3-D"))?;
+    if y.shape() != [b, t] {
+        return Err(PyValueError::new_err(format!("y has shape {:?}, x is ({b}, {t}, {f})", y.shape())));
+    }
+    let not_contiguous = |name: &str| PyValueError::new_err(format!("{name} must be a C-contiguous array"));
+    let xs = x.as_slice().map_err(|_| not_contiguous("x"))?;
+    let ys = y.as_slice().map_err(|_| not_contiguous("y"))?;
+    let vec_of = |a: &PyReadonlyArray1<'_, i64>, name: &str| -> PyResult<Vec<i64>> {
+        let v = a.as_slice().map_err(|_| not_contiguous(name))?.to_vec();
+        if v.len() != b || v.iter().any(|&n| n < 0) {
+            return Err(PyValueError::new_err(format!("{name} must hold {b} non-negative counts")));
+        }
+        Ok(v)
+    };
+    let (d, seq_lens, train_sizes) =
+        (vec_of(&d, "d")?, vec_of(&seq_lens, "seq_lens")?, vec_of(&train_sizes, "train_sizes")?);
+    for (name, n) in [
+        ("num_classes", num_classes.len()),
+        ("categorical", categorical.len()),
+        ("valid", valid.len()),
+        ("meta", meta.len()),
+        ("lineage", lineage.len()),
+    ] {
+        if n != b {
+            return Err(PyValueError::new_err(format!("{name} has {n} entries for a batch of {b}")));
+        }
+    }
+    let int32 = |v: &[i64]| v.iter().map(|&n| i32::try_from(n).ok()).collect::<Vec<_>>();
+    let rows: Vec<usize> = seq_lens.iter().map(|&n| n as usize).collect();
+    let result = py.detach(|| -> Result<(u64, String), (bool, String)> {
+        let columns = [
+            Column {
+                name: "dataset_index",
+                data: ColumnData::Int64((0..b as i64).map(|i| batch_index * batch_size + i).collect()),
+            },
+            Column { name: "batch_index", data: ColumnData::Int64(vec![batch_index; b]) },
+            Column { name: "position", data: ColumnData::Int32((0..b as i32).map(Some).collect()) },
+            Column { name: "seq_len", data: ColumnData::Int32(int32(&seq_lens)) },
+            Column { name: "train_size", data: ColumnData::Int32(int32(&train_sizes)) },
+            Column { name: "d", data: ColumnData::Int32(int32(&d)) },
+            Column { name: "num_classes", data: ColumnData::Int32(num_classes) },
+            Column {
+                name: "x",
+                data: ColumnData::PaddedF32 {
+                    data: xs,
+                    t_max: t,
+                    f_max: f,
+                    rows: rows.clone(),
+                    cols: d.iter().map(|&n| n as usize).collect(),
+                },
+            },
+            Column { name: "y", data: ColumnData::PaddedF32 { data: ys, t_max: t, f_max: 1, rows, cols: vec![1; b] } },
+            Column { name: "categorical", data: ColumnData::ListI32(categorical) },
+            Column { name: "valid", data: ColumnData::Bool(valid) },
+            Column { name: "meta", data: ColumnData::Utf8(meta.iter().map(|s| Some(s.as_str())).collect()) },
+            Column { name: "lineage", data: ColumnData::Utf8(lineage.iter().map(|s| s.as_deref()).collect()) },
+        ];
+        let opts = WriteOptions {
+            row_group,
+            zstd_level,
+            key_value: vec![("ARROW:schema".into(), arrow_schema)],
+            created_by: concat!("tabfm version ", env!("CARGO_PKG_VERSION")).into(),
+        };
+        let encoded = encode(&columns, &opts, pool::resolve_threads(n_jobs)).map_err(|e| (false, e))?;
+        let io = |e: std::io::Error| (true, format!("{}: {e}", path.display()));
+        let mut file = std::fs::File::create(&path).map_err(io)?;
+        encoded.write_to(&mut file).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Ok((encoded.len() as u64, encoded.blake3))
+    });
+    result.map_err(|(is_io, e)| if is_io { PyOSError::new_err(e) } else { PyValueError::new_err(e) })
+}
+
+/// BLAKE3 hex digest of a file (the shard checksum of corpus records), GIL released.
+#[pyfunction]
+fn blake3_file(py: Python<'_>, path: std::path::PathBuf) -> PyResult<String> {
+    py.detach(|| {
+        let mut h = tabfm_core::parquet::blake3::Hasher::new();
+        h.update_reader(std::fs::File::open(&path)?)?;
+        Ok(h.finalize().to_hex().to_string())
+    })
+    .map_err(|e: std::io::Error| PyOSError::new_err(format!("{}: {e}", path.display())))
+}
+
 /// Number of threads `n_jobs=-1` uses.
 #[pyfunction]
 fn available_threads() -> usize {
@@ -272,6 +387,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
     m.add_function(wrap_pyfunction!(learnability, m)?)?;
     m.add_function(wrap_pyfunction!(available_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(write_corpus_shard, m)?)?;
+    m.add_function(wrap_pyfunction!(blake3_file, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -17,12 +17,13 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from tabfm._positions import RankPositions, check_rank_args
 from tabfm.corpus._format import (
+    FORMAT_VERSION,
     MANIFEST,
     SHARD_DIR,
     CorpusError,
+    file_digest,
     read_record,
     schema,
-    sha256_file,
     shard_name,
 )
 
@@ -38,7 +39,7 @@ class ShardDataset(RankPositions, IterableDataset):
 
     Only the Parquet row groups that hold a batch are read, so every rank and worker reads its
     own share of the corpus; at most ``cache_shards`` open shards (footers) are cached. Every
-    read checks the schema, the dataset count and the Parquet page checksums; ``verify="sha256"``
+    read checks the schema, the dataset count and the Parquet page checksums; ``verify="blake3"``
     also hashes each whole shard once per process against its record. A failure raises
     :class:`CorpusError` naming the file and the check, or with ``skip_corrupt=True`` warns and
     skips the batches that touch it. With ``follow=True`` the reader waits (up to ``timeout``
@@ -64,8 +65,10 @@ class ShardDataset(RankPositions, IterableDataset):
             raise ValueError(f"batch_size={batch_size!r} is invalid: must be an int >= 1")
         if not (isinstance(timeout, (int, float)) and timeout > 0):
             raise ValueError(f"timeout={timeout!r} is invalid: must be a positive number of seconds")
-        if verify not in ("pages", "sha256"):
-            raise ValueError(f"verify={verify!r} is invalid: 'pages' (Parquet page checksums) or 'sha256'")
+        if verify not in ("pages", "blake3"):
+            raise ValueError(
+                f"verify={verify!r} is invalid: 'pages' (Parquet page checksums) or 'blake3' (whole shards)"
+            )
         if isinstance(cache_shards, bool) or not isinstance(cache_shards, int) or cache_shards < 1:
             raise ValueError(f"cache_shards={cache_shards!r} is invalid: must be an int >= 1")
         check_rank_args(rank, world_size)
@@ -93,6 +96,12 @@ class ShardDataset(RankPositions, IterableDataset):
             raise CorpusError(
                 f"{manifest_path} does not exist: the corpus is incomplete (still being written?); "
                 "pass follow=True to read shards as they appear"
+            )
+        version = self.info.get("format_version")
+        if version != FORMAT_VERSION:
+            raise CorpusError(
+                f"{self.path}: corpus format version {version}, this tabfm reads version {FORMAT_VERSION}: "
+                "regenerate the corpus with this version"
             )
         # Dataset counts per shard come from the records, so batches map to shards without
         # reading them; a corpus still being written (follow mode) has full generated batches.
@@ -134,7 +143,7 @@ class ShardDataset(RankPositions, IterableDataset):
 
     def _open(self, shard: int):
         """The opened shard (cached; only its footer is read), or None when it is corrupt and
-        skipped. ``verify="sha256"`` also hashes the whole file once per process."""
+        skipped. ``verify="blake3"`` also hashes the whole file once per process."""
         if shard in self._cache:
             self._cache.move_to_end(shard)
             return self._cache[shard]
@@ -147,11 +156,11 @@ class ShardDataset(RankPositions, IterableDataset):
         try:
             if not file.is_file():
                 raise CorpusError(f"{file}: shard file is missing")
-            if self.verify == "sha256" and shard not in self._verified:
-                digest = sha256_file(file)
-                if digest != record["sha256"]:
+            if self.verify == "blake3" and shard not in self._verified:
+                digest = file_digest(file)
+                if digest != record.get("blake3"):
                     raise CorpusError(
-                        f"{file}: checksum mismatch (expected sha256 {record['sha256'][:16]}..., got "
+                        f"{file}: checksum mismatch (expected BLAKE3 {str(record.get('blake3'))[:16]}..., got "
                         f"{digest[:16]}...): the shard is truncated or corrupted"
                     )
             try:

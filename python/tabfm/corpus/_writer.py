@@ -22,11 +22,10 @@ from tabfm.corpus._format import (
     SHARD_DIR,
     CorpusError,
     atomic_write_text,
-    batch_table,
+    file_digest,
     read_record,
-    sha256_file,
     shard_name,
-    write_shard,
+    write_batch_shard,
 )
 
 
@@ -134,7 +133,9 @@ def _is_complete(shards: Path, index: int) -> bool:
     if record is None:
         return False
     path = shards / f"{shard_name(index)}.parquet"
-    return path.exists() and path.stat().st_size == record["bytes"] and sha256_file(path) == record["sha256"]
+    return (
+        path.exists() and path.stat().st_size == record["bytes"] and file_digest(path) == record.get("blake3")
+    )
 
 
 def generate_corpus(
@@ -159,6 +160,7 @@ def generate_corpus(
     num_batches = settings["num_batches"]
     prior_args = {k: v for k, v in settings.items() if k != "num_batches"}
     ds = PriorDataset(**prior_args)  # validates every argument before any file is touched
+    n_jobs = ds.n_jobs
     prepare_directory(out, settings, trace or [], float16, resume)
     shards = out / SHARD_DIR
     mine = range(rank, num_batches, world_size)
@@ -183,9 +185,9 @@ def generate_corpus(
                 continue
             index, arrays, meta = item
             try:
-                table = batch_table(index, settings["batch_size"], arrays, meta, float16)
-                cells = int((arrays[2] * arrays[3]).sum())
-                write_shard(shards, index, table, cells)
+                write_batch_shard(
+                    shards, index, settings["batch_size"], arrays, meta, float16=float16, n_jobs=n_jobs
+                )
                 bar.update(len(meta))
             except BaseException as e:  # reported by the main thread
                 errors.append(e)

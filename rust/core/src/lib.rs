@@ -13,6 +13,7 @@ pub mod hp;
 pub mod learn;
 pub mod linalg;
 pub mod missing;
+pub mod parquet;
 pub mod pool;
 pub mod reg2cls;
 pub mod rng;
