@@ -76,6 +76,87 @@ def test_float16_storage_is_smaller_and_close(tmp_path: Path, corpus: Path) -> N
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.parametrize(
+    "prior",
+    [
+        dict(prior_type="mix_scm", max_classes=10),  # categorical columns: empty and non-empty lists
+        dict(prior_type="mlp_scm", regression=True),  # num_classes is null
+        dict(prior_type="graph_scm", graph_config={"missingness": {"mechanism": "mcar", "rate": 0.2}}),
+    ],
+    ids=["mix_scm", "regression", "graph_scm"],
+)
+def test_rust_shard_writer_equals_the_arrow_table_of_the_batch(tmp_path: Path, prior: dict) -> None:
+    """The core's Parquet encoder against pyarrow's reading of it: same table, schema, checksums."""
+    from tabfm import _core
+    from tabfm.corpus._format import batch_table, write_batch_shard
+
+    ds = PriorDataset(batch_size=19, max_features=30, max_seq_len=200, seed=11, n_jobs=2, **prior)
+    *arrays, meta = ds.get_batch_numpy(4, return_meta=True)
+    record = write_batch_shard(tmp_path, 4, 19, tuple(arrays), meta)
+    shard = tmp_path / "batch-000000004.parquet"
+    handle = pq.ParquetFile(shard, page_checksum_verification=True)
+    expected = batch_table(4, 19, tuple(arrays), meta, float16=False)
+    table = handle.read()
+    assert table.schema.equals(expected.schema, check_metadata=False)
+    for name in expected.column_names:
+        got, want = table.column(name).combine_chunks(), expected.column(name).combine_chunks()
+        if name in ("x", "y"):  # bit patterns: missing cells are NaN, and NaN != NaN
+            assert got.offsets.equals(want.offsets)
+            bits = [np.asarray(a.values).view(np.uint32) for a in (got, want)]
+            np.testing.assert_array_equal(*bits)
+        else:
+            assert got.equals(want), name
+    assert handle.metadata.num_row_groups == 3  # 19 datasets, 8 per row group
+    assert handle.metadata.row_group(0).column(7).compression == "ZSTD"
+    assert record["bytes"] == shard.stat().st_size and record["blake3"] == _core.blake3_file(shard)
+    if prior.get("regression"):
+        assert table.column("num_classes").null_count == 19
+    if prior["prior_type"] == "graph_scm":
+        assert table.column("lineage").null_count == 0 and np.isnan(arrays[0]).any()
+    if prior["prior_type"] == "mix_scm":
+        lengths = [len(c) for c in table.column("categorical").to_pylist()]
+        assert 0 in lengths and max(lengths) > 0
+
+
+def test_blake3_digest_matches_the_reference_vector(tmp_path: Path) -> None:
+    from tabfm import _core
+
+    (tmp_path / "empty").write_bytes(b"")
+    assert (
+        _core.blake3_file(tmp_path / "empty")
+        == "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+    )
+    with pytest.raises(OSError, match="nowhere"):
+        _core.blake3_file(tmp_path / "nowhere")
+
+
+def test_zstd_level_changes_bytes_not_content(tmp_path: Path, corpus: Path) -> None:
+    generate_corpus(tmp_path / "l9", SETTINGS, zstd_level=9, progress=False)
+    info = json.loads((tmp_path / "l9" / "corpus.json").read_text())
+    assert (
+        info["zstd_level"] == 9
+        and info["fingerprint"] != json.loads((corpus / "corpus.json").read_text())["fingerprint"]
+    )
+    assert (tmp_path / "l9/shards/batch-000000002.parquet").read_bytes() != (
+        corpus / "shards/batch-000000002.parquet"
+    ).read_bytes()
+    for a, b in zip(ShardDataset(tmp_path / "l9", 6), ShardDataset(corpus, 6), strict=True):
+        for u, v in zip(a, b, strict=True):
+            assert u.equal(v)
+    for bad in (23, -200000, 1.5, True):
+        with pytest.raises(ValueError, match=f"zstd_level={bad!r} is invalid"):
+            generate_corpus(tmp_path / "bad", SETTINGS, zstd_level=bad, progress=False)
+    assert not (tmp_path / "bad").exists()  # rejected before any file is written
+
+
+def test_reader_rejects_another_format_version(tmp_path: Path, corpus: Path) -> None:
+    shutil.copytree(corpus, tmp_path / "c")
+    info = json.loads((tmp_path / "c/corpus.json").read_text())
+    (tmp_path / "c/corpus.json").write_text(json.dumps({**info, "format_version": 1}))
+    with pytest.raises(CorpusError, match="corpus format version 1, this tabfm reads version 2"):
+        ShardDataset(tmp_path / "c", 6)
+
+
 def test_existing_corpus_needs_resume_and_same_settings(tmp_path: Path, corpus: Path) -> None:
     shutil.copytree(corpus, tmp_path / "c")
     with pytest.raises(CorpusError, match="pass --resume"):
@@ -370,6 +451,7 @@ def test_cli_inspect_filter_hardware_benchmark(tmp_path: Path) -> None:
             "nope.yaml: file does not exist",
         ),
         (["generate", "--num-batches", "2", "--out", "X", "--prior", "lstm"], "invalid choice: 'lstm'"),
+        (["generate", "--num-batches", "2", "--out", "X", "--zstd-level", "30"], "zstd_level=30 is invalid"),
         (["inspect", "nowhere"], "is not a tabfm corpus"),
         (["bogus"], "invalid choice: 'bogus'"),
     ],

@@ -154,6 +154,7 @@ def cmd_generate(args) -> int:
         world_size=world,
         resume=args.resume,
         float16=args.float16,
+        zstd_level=args.zstd_level,
         progress=progress,
     )
     m = result["manifest"]
@@ -450,6 +451,8 @@ def cmd_evaluate(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tabfm.corpus._format import ZSTD_LEVEL
+
     p = _Parser(prog="tabfm", description="tabfm: synthetic priors for tabular foundation models.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -471,6 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", help="continue an interrupted corpus")
     g.add_argument(
         "--float16", action="store_true", help="store X as float16 (lossy; default lossless float32)"
+    )
+    g.add_argument(
+        "--zstd-level",
+        type=int,
+        default=ZSTD_LEVEL,
+        help=f"zstd level of the shards (negative: faster, larger; 1 to 22: smaller; default {ZSTD_LEVEL})",
     )
     g.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     g.set_defaults(func=cmd_generate)

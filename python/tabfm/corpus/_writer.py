@@ -20,6 +20,8 @@ from tabfm.corpus._format import (
     FORMAT_VERSION,
     MANIFEST,
     SHARD_DIR,
+    ZSTD_LEVEL,
+    ZSTD_MAX_FAST,
     CorpusError,
     atomic_write_text,
     file_digest,
@@ -29,10 +31,11 @@ from tabfm.corpus._format import (
 )
 
 
-def config_fingerprint(settings: Mapping[str, Any], float16: bool) -> str:
+def config_fingerprint(settings: Mapping[str, Any], float16: bool, zstd_level: int = ZSTD_LEVEL) -> str:
     """What defines the corpus content: every setting except the thread count, plus storage."""
     content = {k: v for k, v in settings.items() if k != "n_jobs"}
-    blob = json.dumps({"settings": content, "float16": float16, "format": FORMAT_VERSION}, sort_keys=True)
+    storage = {"float16": float16, "zstd_level": zstd_level, "format": FORMAT_VERSION}
+    blob = json.dumps({"settings": content, **storage}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -72,7 +75,12 @@ def _yaml_dump(data: Any) -> str:
 
 
 def prepare_directory(
-    out: Path, settings: Mapping[str, Any], trace: list[dict[str, Any]], float16: bool, resume: bool
+    out: Path,
+    settings: Mapping[str, Any],
+    trace: list[dict[str, Any]],
+    float16: bool,
+    resume: bool,
+    zstd_level: int = ZSTD_LEVEL,
 ) -> None:
     """Creates the corpus directory, or checks that an existing one holds the same corpus.
 
@@ -81,7 +89,7 @@ def prepare_directory(
     """
     shards = out / SHARD_DIR
     meta_path = out / "corpus.json"
-    fingerprint = config_fingerprint(settings, float16)
+    fingerprint = config_fingerprint(settings, float16, zstd_level)
     if meta_path.exists():
         existing = json.loads(meta_path.read_text())
         if existing.get("fingerprint") != fingerprint:
@@ -107,6 +115,7 @@ def prepare_directory(
         "format_version": FORMAT_VERSION,
         "fingerprint": fingerprint,
         "float16": float16,
+        "zstd_level": zstd_level,
         "num_batches": settings["num_batches"],
         "batch_size": settings["batch_size"],
         "prior_type": settings["prior_type"],
@@ -147,6 +156,7 @@ def generate_corpus(
     world_size: int = 1,
     resume: bool = False,
     float16: bool = False,
+    zstd_level: int = ZSTD_LEVEL,
     progress: bool | None = None,
 ) -> dict[str, Any]:
     """Generates this process's batches (``rank, rank + world_size, ...``) of the corpus.
@@ -160,8 +170,16 @@ def generate_corpus(
     num_batches = settings["num_batches"]
     prior_args = {k: v for k, v in settings.items() if k != "num_batches"}
     ds = PriorDataset(**prior_args)  # validates every argument before any file is touched
+    if (
+        isinstance(zstd_level, bool)
+        or not isinstance(zstd_level, int)
+        or not -ZSTD_MAX_FAST <= zstd_level <= 22
+    ):
+        raise ValueError(
+            f"zstd_level={zstd_level!r} is invalid: zstd levels are ints from -{ZSTD_MAX_FAST} (fastest) to 22"
+        )
     n_jobs = ds.n_jobs
-    prepare_directory(out, settings, trace or [], float16, resume)
+    prepare_directory(out, settings, trace or [], float16, resume, zstd_level)
     shards = out / SHARD_DIR
     mine = range(rank, num_batches, world_size)
     # Other ranks may already be writing theirs; only this rank's own shards need --resume.
@@ -186,7 +204,14 @@ def generate_corpus(
             index, arrays, meta = item
             try:
                 write_batch_shard(
-                    shards, index, settings["batch_size"], arrays, meta, float16=float16, n_jobs=n_jobs
+                    shards,
+                    index,
+                    settings["batch_size"],
+                    arrays,
+                    meta,
+                    float16=float16,
+                    zstd_level=zstd_level,
+                    n_jobs=n_jobs,
                 )
                 bar.update(len(meta))
             except BaseException as e:  # reported by the main thread
