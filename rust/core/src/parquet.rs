@@ -88,6 +88,9 @@ const OPTIONAL: i32 = 1;
 const REPEATED: i32 = 2;
 const CONVERTED_UTF8: i32 = 0;
 const CONVERTED_LIST: i32 = 3;
+// LogicalType union members.
+const LOGICAL_STRING: i16 = 1;
+const LOGICAL_LIST: i16 = 3;
 const ENC_PLAIN: i32 = 0;
 const ENC_RLE: i32 = 3;
 const CODEC_UNCOMPRESSED: i32 = 0;
@@ -406,6 +409,16 @@ impl Thrift {
         }
     }
 
+    /// A schema element's converted type (field 6) and logical type (field 10: a union whose
+    /// member `logical` is an empty struct, as STRING and LIST are).
+    fn annotation(&mut self, converted: i32, logical: i16) {
+        self.i32(6, converted);
+        self.begin_struct(10);
+        self.begin_struct(logical);
+        self.end_struct();
+        self.end_struct();
+    }
+
     fn list_i32(&mut self, id: i16, values: &[i32]) {
         self.list(id, T_I32, values.len());
         for &v in values {
@@ -476,11 +489,7 @@ fn schema_elements(t: &mut Thrift, columns: &[Column]) {
             t.i32(3, OPTIONAL);
             t.binary(4, name.as_bytes());
             if matches!(c.data, ColumnData::Utf8(_)) {
-                t.i32(6, CONVERTED_UTF8);
-                t.begin_struct(10);
-                t.begin_struct(1); // LogicalType.STRING
-                t.end_struct();
-                t.end_struct();
+                t.annotation(CONVERTED_UTF8, LOGICAL_STRING);
             }
             t.end_struct();
         };
@@ -489,11 +498,7 @@ fn schema_elements(t: &mut Thrift, columns: &[Column]) {
             t.i32(3, OPTIONAL);
             t.binary(4, c.name.as_bytes());
             t.i32(5, 1);
-            t.i32(6, CONVERTED_LIST);
-            t.begin_struct(10);
-            t.begin_struct(3); // LogicalType.LIST
-            t.end_struct();
-            t.end_struct();
+            t.annotation(CONVERTED_LIST, LOGICAL_LIST);
             t.end_struct();
             t.begin_element();
             t.i32(3, REPEATED);
