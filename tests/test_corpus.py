@@ -108,7 +108,7 @@ def test_rust_shard_writer_equals_the_arrow_table_of_the_batch(tmp_path: Path, p
             assert got.equals(want), name
     assert handle.metadata.num_row_groups == 3  # 19 datasets, 8 per row group
     assert handle.metadata.row_group(0).column(7).compression == "ZSTD"
-    assert record["bytes"] == shard.stat().st_size and record["blake3"] == _core.blake3_file(shard)
+    assert record["bytes"] == shard.stat().st_size and record["xxh3_128"] == _core.file_digest(shard)
     if prior.get("regression"):
         assert table.column("num_classes").null_count == 19
     if prior["prior_type"] == "graph_scm":
@@ -118,16 +118,22 @@ def test_rust_shard_writer_equals_the_arrow_table_of_the_batch(tmp_path: Path, p
         assert 0 in lengths and max(lengths) > 0
 
 
-def test_blake3_digest_matches_the_reference_vector(tmp_path: Path) -> None:
+#: XXH3-128 of ``np.arange(300_000, dtype=np.uint32).tobytes() * 2``, from the reference
+#: implementation (the ``xxhash`` package, ``xxh3_128_hexdigest``).
+XXH3_128_BIG = "d7af50a07168c673c7089f4252e8e9ee"
+
+
+def test_file_digest_matches_the_xxh3_128_reference_vectors(tmp_path: Path) -> None:
     from tabfm import _core
 
     (tmp_path / "empty").write_bytes(b"")
-    assert (
-        _core.blake3_file(tmp_path / "empty")
-        == "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
-    )
+    assert _core.file_digest(tmp_path / "empty") == "99aa06d3014798d86001c324468d497f"
+    # Past the 1 MiB read block, so the streaming hash is exercised across reads.
+    big = np.arange(300_000, dtype=np.uint32).tobytes() * 2
+    (tmp_path / "big").write_bytes(big)
+    assert _core.file_digest(tmp_path / "big") == XXH3_128_BIG
     with pytest.raises(OSError, match="nowhere"):
-        _core.blake3_file(tmp_path / "nowhere")
+        _core.file_digest(tmp_path / "nowhere")
 
 
 def test_zstd_level_changes_bytes_not_content(tmp_path: Path, corpus: Path) -> None:
@@ -152,8 +158,8 @@ def test_zstd_level_changes_bytes_not_content(tmp_path: Path, corpus: Path) -> N
 def test_reader_rejects_another_format_version(tmp_path: Path, corpus: Path) -> None:
     shutil.copytree(corpus, tmp_path / "c")
     info = json.loads((tmp_path / "c/corpus.json").read_text())
-    (tmp_path / "c/corpus.json").write_text(json.dumps({**info, "format_version": 1}))
-    with pytest.raises(CorpusError, match="corpus format version 1, this tabfm reads version 2"):
+    (tmp_path / "c/corpus.json").write_text(json.dumps({**info, "format_version": 2}))
+    with pytest.raises(CorpusError, match="corpus format version 2, this tabfm reads version 3"):
         ShardDataset(tmp_path / "c", 6)
 
 
@@ -255,12 +261,12 @@ def test_corrupted_and_truncated_shards_name_the_file(tmp_path: Path, corpus: Pa
     with pytest.raises(CorpusError, match=r"batch-000000002.parquet: unreadable Parquet .*corrupted"):
         ds.get_batch_numpy(2)  # the page checksums catch the flipped byte
     with pytest.raises(CorpusError, match=r"batch-000000002.parquet: checksum mismatch"):
-        ShardDataset(c, 6, verify="blake3").get_batch_numpy(2)
+        ShardDataset(c, 6, verify="digest").get_batch_numpy(2)
     shard.write_bytes(bytes(data[: len(data) // 3]))
     with pytest.raises(CorpusError, match=r"batch-000000002.parquet: unreadable Parquet .*truncated"):
         ShardDataset(c, 6).get_batch_numpy(2)
     with pytest.raises(CorpusError, match=r"batch-000000002.parquet: checksum mismatch"):
-        ShardDataset(c, 6, verify="blake3").get_batch_numpy(2)
+        ShardDataset(c, 6, verify="digest").get_batch_numpy(2)
     skipping = ShardDataset(c, 6, skip_corrupt=True)
     with pytest.warns(UserWarning, match="skipping corrupt shard: .*batch-000000002.parquet"):
         got = list(skipping)

@@ -48,10 +48,10 @@ def write_corpus_shard(
     zstd_level: int | None,
     n_jobs: int,
 ) -> tuple[int, str]:
-    """Writes one batch as a corpus shard (fsynced); returns (bytes, BLAKE3 hex digest)."""
+    """Writes one batch as a corpus shard (synced to disk); returns (bytes, XXH3-128 hex digest)."""
 
-def blake3_file(path: str | os.PathLike[str]) -> str:
-    """BLAKE3 hex digest of a file."""
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """XXH3-128 hex digest of a file (32 hex digits, as ``xxhsum -H2`` prints it)."""
 
 def _tree_fit_predict(
     x: npt.NDArray[np.float32], y: npt.NDArray[np.float32], max_depth: int, n_estimators: int

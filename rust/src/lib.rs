@@ -261,7 +261,8 @@ fn _debug_panic(py: Python<'_>, in_pool: bool) {
 }
 
 /// Writes one generated batch as a corpus shard (the schema of `tabfm.corpus`) to `path`,
-/// fsynced; returns (bytes, BLAKE3 hex digest). Pages are compressed on `n_jobs` threads, GIL released.
+/// synced to the device; returns (bytes, XXH3-128 hex digest). Pages are compressed on `n_jobs`
+/// threads of the encoding pool, GIL released.
 // One argument per shard column: the Python caller passes the arrays of a generated batch.
 #[allow(clippy::too_many_arguments)]
 #[pyfunction]
@@ -353,23 +354,17 @@ fn write_corpus_shard(
         };
         let encoded = encode(&columns, &opts, pool::resolve_threads(n_jobs)).map_err(|e| (false, e))?;
         let io = |e: std::io::Error| (true, format!("{}: {e}", path.display()));
-        let mut file = std::fs::File::create(&path).map_err(io)?;
-        encoded.write_to(&mut file).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        Ok((encoded.len() as u64, encoded.blake3))
+        encoded.write_file(&path).map_err(io)?;
+        Ok((encoded.len() as u64, encoded.digest))
     });
     result.map_err(|(is_io, e)| if is_io { PyOSError::new_err(e) } else { PyValueError::new_err(e) })
 }
 
-/// BLAKE3 hex digest of a file (the shard checksum of corpus records), GIL released.
+/// XXH3-128 hex digest of a file (the shard checksum of corpus records), GIL released.
 #[pyfunction]
-fn blake3_file(py: Python<'_>, path: std::path::PathBuf) -> PyResult<String> {
-    py.detach(|| {
-        let mut h = tabfm_core::parquet::blake3::Hasher::new();
-        h.update_reader(std::fs::File::open(&path)?)?;
-        Ok(h.finalize().to_hex().to_string())
-    })
-    .map_err(|e: std::io::Error| PyOSError::new_err(format!("{}: {e}", path.display())))
+fn file_digest(py: Python<'_>, path: std::path::PathBuf) -> PyResult<String> {
+    py.detach(|| tabfm_core::parquet::file_digest(&path))
+        .map_err(|e| PyOSError::new_err(format!("{}: {e}", path.display())))
 }
 
 /// Number of threads `n_jobs=-1` uses.
@@ -388,7 +383,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(learnability, m)?)?;
     m.add_function(wrap_pyfunction!(available_threads, m)?)?;
     m.add_function(wrap_pyfunction!(write_corpus_shard, m)?)?;
-    m.add_function(wrap_pyfunction!(blake3_file, m)?)?;
+    m.add_function(wrap_pyfunction!(file_digest, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

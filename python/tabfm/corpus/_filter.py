@@ -75,7 +75,7 @@ def filter_corpus(
         "learnability_pvalue": learnability_pvalue,
         "drop_invalid": drop_invalid,
     }
-    reader = ShardDataset(src, batch_size=1, verify="blake3")  # src must be a complete, intact corpus
+    reader = ShardDataset(src, batch_size=1, verify="digest")  # src must be a complete, intact corpus
     if out.exists() and any(out.iterdir()):
         raise CorpusError(f"--out {str(out)!r} is not empty: choose an empty directory")
     (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ Layout of a corpus directory::
     effective_config.yaml    every PriorDataset argument as resolved (graph sections included)
     config_trace.yaml        where each setting came from: default, config file, --set, cli
     shards/batch-000000042.parquet   the datasets of batch 42 (zstd, page checksums)
-    shards/batch-000000042.json      its record: datasets, active cells, bytes, BLAKE3 digest
+    shards/batch-000000042.json      its record: datasets, active cells, bytes, XXH3-128 digest
     manifest.json            written once every shard exists: all records, totals, fingerprint
 
 Row schema (``SCHEMA``; ``x`` is float16 in float16 mode):
@@ -41,18 +41,19 @@ from typing import Any
 
 import numpy as np
 
-#: 2: the Rust shard writer; records carry BLAKE3 digests (version 1: sha256).
-FORMAT_VERSION = 2
+#: 3: records carry XXH3-128 digests (2: BLAKE3, 1: sha256 and the pyarrow writer).
+FORMAT_VERSION = 3
 SHARD_DIR = "shards"
 MANIFEST = "manifest.json"
 EFFECTIVE_CONFIG = "effective_config.yaml"
 CONFIG_TRACE = "config_trace.yaml"
 #: Datasets per Parquet row group: readers fetch row groups, so a partial read stays small.
 ROW_GROUP = 8
-#: Default zstd level of the shards: zstd's lowest standard level. Negative (fast) levels write
-#: the cheapest prior's shards a few percent faster but store 8 % (mix_scm) to 30 % (graph_scm,
-#: whose repeated values compress well) more; the README measures the trade.
-ZSTD_LEVEL = 1
+#: Default zstd level of the shards: zstd's first fast level. Standardised float cells barely
+#: compress (level -1 stores 90 % of mix_scm's raw bytes, level 1 83 %), and level 1's entropy
+#: coding of them costs 1.7x the CPU time, which on a machine whose cores all generate is
+#: taken from generation; ``--zstd-level`` buys the smaller files. The README measures the trade.
+ZSTD_LEVEL = -1
 #: zstd's fastest mode (ZSTD_minCLevel: levels go down to -131072).
 ZSTD_MAX_FAST = 131072
 
@@ -165,10 +166,10 @@ def batch_table(
 
 
 def file_digest(path: Path) -> str:
-    """The shard checksum of records and manifests: BLAKE3 (``b3sum`` prints the same)."""
+    """The shard checksum of records and manifests: XXH3-128 (``xxhsum -H2`` prints the same)."""
     from tabfm import _core
 
-    return _core.blake3_file(path)
+    return _core.file_digest(path)
 
 
 def _writer_id() -> str:
@@ -197,7 +198,7 @@ def _publish(directory: Path, batch_index: int, tmp: Path, datasets: int, cells:
         "datasets": datasets,
         "active_cells": cells,
         "bytes": size,
-        "blake3": digest,
+        "xxh3_128": digest,
     }
     # The record is renamed into place after the shard, so a shard without a record is an
     # interrupted write and is regenerated on resume.

@@ -39,8 +39,8 @@ class ShardDataset(RankPositions, IterableDataset):
 
     Only the Parquet row groups that hold a batch are read, so every rank and worker reads its
     own share of the corpus; at most ``cache_shards`` open shards (footers) are cached. Every
-    read checks the schema, the dataset count and the Parquet page checksums; ``verify="blake3"``
-    also hashes each whole shard once per process against its record. A failure raises
+    read checks the schema, the dataset count and the Parquet page checksums; ``verify="digest"``
+    also hashes each whole shard once per process against its record (XXH3-128). A failure raises
     :class:`CorpusError` naming the file and the check, or with ``skip_corrupt=True`` warns and
     skips the batches that touch it. With ``follow=True`` the reader waits (up to ``timeout``
     seconds per shard) for shards still being written, for a corpus whose manifest does not exist
@@ -65,9 +65,9 @@ class ShardDataset(RankPositions, IterableDataset):
             raise ValueError(f"batch_size={batch_size!r} is invalid: must be an int >= 1")
         if not (isinstance(timeout, (int, float)) and timeout > 0):
             raise ValueError(f"timeout={timeout!r} is invalid: must be a positive number of seconds")
-        if verify not in ("pages", "blake3"):
+        if verify not in ("pages", "digest"):
             raise ValueError(
-                f"verify={verify!r} is invalid: 'pages' (Parquet page checksums) or 'blake3' (whole shards)"
+                f"verify={verify!r} is invalid: 'pages' (Parquet page checksums) or 'digest' (whole shards)"
             )
         if isinstance(cache_shards, bool) or not isinstance(cache_shards, int) or cache_shards < 1:
             raise ValueError(f"cache_shards={cache_shards!r} is invalid: must be an int >= 1")
@@ -143,7 +143,7 @@ class ShardDataset(RankPositions, IterableDataset):
 
     def _open(self, shard: int):
         """The opened shard (cached; only its footer is read), or None when it is corrupt and
-        skipped. ``verify="blake3"`` also hashes the whole file once per process."""
+        skipped. ``verify="digest"`` also hashes the whole file once per process."""
         if shard in self._cache:
             self._cache.move_to_end(shard)
             return self._cache[shard]
@@ -156,11 +156,11 @@ class ShardDataset(RankPositions, IterableDataset):
         try:
             if not file.is_file():
                 raise CorpusError(f"{file}: shard file is missing")
-            if self.verify == "blake3" and shard not in self._verified:
+            if self.verify == "digest" and shard not in self._verified:
                 digest = file_digest(file)
-                if digest != record.get("blake3"):
+                if digest != record.get("xxh3_128"):
                     raise CorpusError(
-                        f"{file}: checksum mismatch (expected BLAKE3 {str(record.get('blake3'))[:16]}..., got "
+                        f"{file}: checksum mismatch (expected XXH3-128 {str(record.get('xxh3_128'))[:16]}..., got "
                         f"{digest[:16]}...): the shard is truncated or corrupted"
                     )
             try:

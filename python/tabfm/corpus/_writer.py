@@ -143,7 +143,9 @@ def _is_complete(shards: Path, index: int) -> bool:
         return False
     path = shards / f"{shard_name(index)}.parquet"
     return (
-        path.exists() and path.stat().st_size == record["bytes"] and file_digest(path) == record.get("blake3")
+        path.exists()
+        and path.stat().st_size == record["bytes"]
+        and file_digest(path) == record.get("xxh3_128")
     )
 
 

@@ -10,9 +10,17 @@ use std::sync::{Arc, Mutex};
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
+/// What a pool is for: generation, or encoding corpus shards beside a generation running on
+/// its own pool (shard compression must not queue behind a batch's datasets, nor delay them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Generate,
+    Encode,
+}
+
 struct Pools {
     pid: u32,
-    by_threads: HashMap<usize, Arc<ThreadPool>>,
+    by_key: HashMap<(Role, usize), Arc<ThreadPool>>,
 }
 
 static POOLS: Mutex<Option<Pools>> = Mutex::new(None);
@@ -27,8 +35,13 @@ pub fn resolve_threads(n_jobs: i64) -> usize {
     if n_jobs < 1 { available_threads() } else { n_jobs as usize }
 }
 
-/// The pool with `threads` workers for this process, built on first use.
+/// The generation pool with `threads` workers for this process, built on first use.
 pub fn pool(threads: usize) -> Arc<ThreadPool> {
+    pool_for(Role::Generate, threads)
+}
+
+/// The pool for `role` with `threads` workers for this process, built on first use.
+pub fn pool_for(role: Role, threads: usize) -> Arc<ThreadPool> {
     let pid = std::process::id();
     let mut slot = POOLS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if slot.as_ref().is_some_and(|p| p.pid != pid) {
@@ -38,15 +51,19 @@ pub fn pool(threads: usize) -> Arc<ThreadPool> {
             std::mem::forget(old);
         }
     }
-    let pools = slot.get_or_insert_with(|| Pools { pid, by_threads: HashMap::new() });
+    let pools = slot.get_or_insert_with(|| Pools { pid, by_key: HashMap::new() });
+    let prefix = match role {
+        Role::Generate => "tabfm",
+        Role::Encode => "tabfm-io",
+    };
     pools
-        .by_threads
-        .entry(threads)
+        .by_key
+        .entry((role, threads))
         .or_insert_with(|| {
             Arc::new(
                 ThreadPoolBuilder::new()
                     .num_threads(threads)
-                    .thread_name(|i| format!("tabfm-{i}"))
+                    .thread_name(move |i| format!("{prefix}-{i}"))
                     .build()
                     .expect("failed to start the tabfm thread pool"),
             )
