@@ -119,9 +119,9 @@ PIN_CONFIG = dict(
 )
 PIN_INDEX = 7
 PINNED = {
-    "mlp_scm": "eccc667500e663bec19a519273d4735d616066414c40dc5fc682bf0b4b09f698",
+    "mlp_scm": "b675436e6ad09b57443560f4bcca83e37b9cdb3fc7e93fdfb9a8dca5f5f98172",
     "tree_scm": "17df2e10caffe5a6f80c935fd4c15c81cff68c7e8b3711f684f4a0fda105ae62",
-    "mix_scm": "08f324a73d798ef75c0bfe888a7d72eb01d4f43cf5b43a05b9834ed04d56db35",
+    "mix_scm": "7baeb3ef1686c05c64f2ee4f4e63488ba1f16011d68ad43647c08671f8c15e48",
     "graph_scm": "30a2075a82cfc42072f5391b8fd343300de3d7480a0ad90042c0d0a9a8eb8c89",
     "dummy": "43e8195e0ca99c3cd882057dd0207f203f18c5f795fd7b7c605a3febe6e717ed",
 }

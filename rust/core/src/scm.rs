@@ -3,7 +3,7 @@
 use crate::activations::Activation;
 use crate::causes::{CauseKind, sample_causes};
 use crate::hp::ScmHp;
-use crate::linalg::{linear, linear_accumulate};
+use crate::linalg::{Blocks, linear_accumulate, linear_accumulate_blocks};
 use crate::rng::Rng;
 use crate::tree::{BoosterParams, fit_predict};
 
@@ -82,14 +82,30 @@ impl Noise {
 struct Layer {
     act: Option<Activation>,
     w: Vec<f32>,
+    /// Set when `w` is block-diagonal (block-wise dropout).
+    blocks: Option<Blocks>,
     b: Vec<f32>,
     fan_in: usize,
     fan_out: usize,
     noise: Noise,
 }
 
-/// Weight init of one (out x in) matrix: block-wise dropout or Bernoulli-masked normal.
-fn init_weight(rng: &mut Rng, hp: &ScmHp, out: usize, inp: usize, first: bool) -> Vec<f32> {
+impl Layer {
+    /// `out += input * w^T`, block by block where the weight is block-diagonal and the input
+    /// finite (an infinite input must meet the zero weights, as in the dense product).
+    fn accumulate(&self, input: &[f32], rows: usize, out: &mut [f32]) {
+        match self.blocks {
+            Some(b) if input.iter().all(|v| v.is_finite()) => {
+                linear_accumulate_blocks(input, rows, self.fan_in, &self.w, self.fan_out, b, out);
+            }
+            _ => linear_accumulate(input, rows, self.fan_in, &self.w, self.fan_out, out),
+        }
+    }
+}
+
+/// Weight init of one (out x in) matrix: block-wise dropout (returning its blocks) or
+/// Bernoulli-masked normal.
+fn init_weight(rng: &mut Rng, hp: &ScmHp, out: usize, inp: usize, first: bool) -> (Vec<f32>, Option<Blocks>) {
     let mut w = vec![0.0f32; out * inp];
     if hp.block_wise_dropout {
         let max_blocks = ((out.min(inp) as f64).sqrt().ceil() as i64).max(1);
@@ -104,6 +120,7 @@ fn init_weight(rng: &mut Rng, hp: &ScmHp, out: usize, inp: usize, first: bool) -
                 }
             }
         }
+        return (w, Some(Blocks { n: n_blocks, rows: br, cols: bc }));
     } else {
         // The first weight matrix is never dropped.
         let p = if first { 0.0 } else { hp.mlp_dropout_prob.min(0.99) };
@@ -117,7 +134,7 @@ fn init_weight(rng: &mut Rng, hp: &ScmHp, out: usize, inp: usize, first: bool) -
             }
         }
     }
-    w
+    (w, None)
 }
 
 /// PyTorch's default `Linear` bias init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
@@ -137,9 +154,11 @@ pub fn mlp_scm(rng: &mut Rng, rows: usize, num_features: usize, hp: &ScmHp) -> R
     let (causes, cause_kinds) = sample_causes(rng, rows, num_causes, hp.sampling, hp.pre_sample_cause_stats);
 
     let mut layers = Vec::with_capacity(hp.num_layers + 1);
+    let (w, blocks) = init_weight(rng, hp, hidden, num_causes, true);
     layers.push(Layer {
         act: None,
-        w: init_weight(rng, hp, hidden, num_causes, true),
+        w,
+        blocks,
         b: init_bias(rng, hidden, num_causes),
         fan_in: num_causes,
         fan_out: hidden,
@@ -149,15 +168,18 @@ pub fn mlp_scm(rng: &mut Rng, rows: usize, num_features: usize, hp: &ScmHp) -> R
     for i in 0..n_blocks {
         let out = if !hp.is_causal && i + 1 == n_blocks { num_outputs } else { hidden };
         let act = hp.activations.draw(rng);
-        let w = init_weight(rng, hp, out, hidden, false);
+        let (w, blocks) = init_weight(rng, hp, out, hidden, false);
         let b = init_bias(rng, out, hidden);
         let noise = Noise::draw(rng, hp, out);
-        layers.push(Layer { act: Some(act), w, b, fan_in: hidden, fan_out: out, noise });
+        layers.push(Layer { act: Some(act), w, blocks, b, fan_in: hidden, fan_out: out, noise });
     }
 
     // Forward. The causal variant keeps every block output to pick X and y from.
     let mut h = vec![0.0f32; rows * hidden];
-    linear(&causes, rows, num_causes, &layers[0].w, hidden, &layers[0].b, &mut h);
+    for row in h.chunks_exact_mut(hidden) {
+        row.copy_from_slice(&layers[0].b);
+    }
+    layers[0].accumulate(&causes, rows, &mut h);
     let mut kept: Vec<Vec<f32>> = Vec::new();
     let mut names = Vec::with_capacity(n_blocks);
     for layer in &layers[1..] {
@@ -166,7 +188,7 @@ pub fn mlp_scm(rng: &mut Rng, rows: usize, num_features: usize, hp: &ScmHp) -> R
         act.apply(&mut h, rows, layer.fan_in);
         let mut next = vec![0.0f32; rows * layer.fan_out];
         layer.noise.init(rng, &mut next, &layer.b);
-        linear_accumulate(&h, rows, layer.fan_in, &layer.w, layer.fan_out, &mut next);
+        layer.accumulate(&h, rows, &mut next);
         if hp.is_causal {
             kept.push(next.clone());
         }
