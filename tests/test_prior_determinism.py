@@ -119,13 +119,13 @@ PIN_CONFIG = dict(
 )
 PIN_INDEX = 7
 PINNED = {
-    "mlp_scm": "b675436e6ad09b57443560f4bcca83e37b9cdb3fc7e93fdfb9a8dca5f5f98172",
-    "tree_scm": "17df2e10caffe5a6f80c935fd4c15c81cff68c7e8b3711f684f4a0fda105ae62",
-    "mix_scm": "7baeb3ef1686c05c64f2ee4f4e63488ba1f16011d68ad43647c08671f8c15e48",
-    "graph_scm": "30a2075a82cfc42072f5391b8fd343300de3d7480a0ad90042c0d0a9a8eb8c89",
-    "dummy": "43e8195e0ca99c3cd882057dd0207f203f18c5f795fd7b7c605a3febe6e717ed",
+    "mlp_scm": "60c06ba01ce5422bd4320ca3d4445b9f511d51e2692e03a2f618499aa1b551d7",
+    "tree_scm": "68e38659b1af21b2e376432cf1918f3cb95747d754109a49c13c8adcbebe79a0",
+    "mix_scm": "229496bf61809bdb1be6f9574d720e9c91ddb0bd4da2197e2be7b06789b63bbf",
+    "graph_scm": "ad5627d282e3f38f58c5c5a48606111de57e7cd8df4630c18dabc7cbecf9f55f",
+    "dummy": "81edc35e63aa646bf2cd62597d71510040a04d65425d31128c81ca09f8fbfcc0",
 }
-PINNED_DUMMY_X = "eff17cc9d1b25068bc156682bbefc2d31b9968ba99285ea563859fb5786ff868"
+PINNED_DUMMY_X = "a54158d7977e005660de1d45878e74de7e8f01e92ec4e94c2622a85246b1d9ca"
 
 
 def _digest(*arrays: np.ndarray) -> str:

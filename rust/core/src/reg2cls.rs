@@ -4,44 +4,92 @@
 use crate::config::FixedHp;
 use crate::rng::Rng;
 
+/// Independent accumulators per statistic: element `i` goes to lane `i % MOMENT_LANES`, so
+/// the additions of consecutive elements do not wait on each other (four 2-lane vectors).
+const MOMENT_LANES: usize = 8;
+
 /// Running shifted moments: one pass gives mean and std; shifting by a value near the
 /// mean keeps the single-pass variance free of cancellation.
 #[derive(Clone, Copy)]
 struct Moments {
     shift: f64,
-    n: usize,
-    s1: f64,
-    s2: f64,
+    n: [f64; MOMENT_LANES],
+    s1: [f64; MOMENT_LANES],
+    s2: [f64; MOMENT_LANES],
 }
 
 impl Moments {
     fn new(shift: f64) -> Self {
-        Moments { shift: if shift.is_finite() { shift } else { 0.0 }, n: 0, s1: 0.0, s2: 0.0 }
+        let zero = [0.0; MOMENT_LANES];
+        Moments { shift: if shift.is_finite() { shift } else { 0.0 }, n: zero, s1: zero, s2: zero }
     }
 
     #[inline(always)]
-    fn push_if(&mut self, x: f64, keep: bool) {
+    fn push_if(&mut self, lane: usize, x: f64, keep: bool) {
         // Branch-free select: the test is almost always true and NaN must not leak.
         let d = if keep { x - self.shift } else { 0.0 };
-        self.n += usize::from(keep);
-        self.s1 += d;
-        self.s2 += d * d;
+        self.n[lane] += if keep { 1.0 } else { 0.0 };
+        self.s1[lane] += d;
+        self.s2[lane] += d * d;
+    }
+
+    /// Pushes every value of `v` in `[lo, hi]` (NaN never is).
+    fn extend_within(&mut self, v: &[f64], lo: f64, hi: f64) {
+        let mut chunks = v.chunks_exact(MOMENT_LANES);
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SSE2 is part of x86_64: the same lanes and operations as the loop below,
+            // written out because the compiler does not keep these accumulators in registers.
+            use std::arch::x86_64::*;
+            const V: usize = MOMENT_LANES / 2;
+            // SAFETY: SSE2 is always present on x86_64; every load and store stays inside
+            // an array of 2 * V = MOMENT_LANES values.
+            unsafe {
+                let (vlo, vhi) = (_mm_set1_pd(lo), _mm_set1_pd(hi));
+                let (shift, one) = (_mm_set1_pd(self.shift), _mm_set1_pd(1.0));
+                let load = |a: &[f64; MOMENT_LANES]| -> [__m128d; V] {
+                    std::array::from_fn(|i| _mm_loadu_pd(a.as_ptr().add(2 * i)))
+                };
+                let (mut n, mut s1, mut s2) = (load(&self.n), load(&self.s1), load(&self.s2));
+                for c in &mut chunks {
+                    for i in 0..V {
+                        let x = _mm_loadu_pd(c.as_ptr().add(2 * i));
+                        let keep = _mm_and_pd(_mm_cmpge_pd(x, vlo), _mm_cmple_pd(x, vhi));
+                        let d = _mm_and_pd(keep, _mm_sub_pd(x, shift));
+                        n[i] = _mm_add_pd(n[i], _mm_and_pd(keep, one));
+                        s1[i] = _mm_add_pd(s1[i], d);
+                        s2[i] = _mm_add_pd(s2[i], _mm_mul_pd(d, d));
+                    }
+                }
+                for (src, dst) in [(n, &mut self.n), (s1, &mut self.s1), (s2, &mut self.s2)] {
+                    for (i, r) in src.into_iter().enumerate() {
+                        _mm_storeu_pd(dst.as_mut_ptr().add(2 * i), r);
+                    }
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        for c in &mut chunks {
+            for (lane, &x) in c.iter().enumerate() {
+                self.push_if(lane, x, (x >= lo) & (x <= hi));
+            }
+        }
+        for (lane, &x) in chunks.remainder().iter().enumerate() {
+            self.push_if(lane, x, (x >= lo) & (x <= hi));
+        }
     }
 
     /// Mean and std (ddof = 1 when the column has more than one row, as the reference);
     /// NaN where no value was pushed.
     fn mean_std(&self, len: usize) -> (f64, f64) {
-        if self.n == 0 {
+        let total = |a: &[f64; MOMENT_LANES]| ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+        let (count, s1, s2) = (total(&self.n), total(&self.s1), total(&self.s2));
+        if count == 0.0 {
             return (f64::NAN, f64::NAN);
         }
-        let n = self.n as f64;
-        let mean = self.shift + self.s1 / n;
-        let ddof = usize::from(len > 1);
-        let std = if self.n > ddof {
-            ((self.s2 - self.s1 * self.s1 / n).max(0.0) / (self.n - ddof) as f64).sqrt()
-        } else {
-            f64::NAN
-        };
+        let mean = self.shift + s1 / count;
+        let ddof = if len > 1 { 1.0 } else { 0.0 };
+        let std = if count > ddof { ((s2 - s1 * s1 / count).max(0.0) / (count - ddof)).sqrt() } else { f64::NAN };
         (mean, std)
     }
 }
@@ -53,9 +101,7 @@ fn first_finite(v: &[f64]) -> f64 {
 /// Mean and std of the values in [lo, hi] (NaN never falls in the range).
 fn mean_std_within(v: &[f64], lo: f64, hi: f64, shift: f64) -> (f64, f64) {
     let mut m = Moments::new(shift);
-    for &x in v {
-        m.push_if(x, x >= lo && x <= hi);
-    }
+    m.extend_within(v, lo, hi);
     m.mean_std(v.len())
 }
 
@@ -101,16 +147,16 @@ fn scale_with(v: &mut [f64], mean: f64, std: f64) {
     }
 }
 
-/// `outlier_removing` then `standard_scaling`, with the clamp pass also gathering the
-/// scaling statistics (4 passes instead of 8; this runs on every column).
+/// `outlier_removing` then `standard_scaling` in 5 passes instead of 8 (this runs on every
+/// column): the scaling statistics come from the clamped values and the clamp bounds.
 pub fn clamp_and_scale(v: &mut [f64], threshold: f64) {
     let (lo, hi) = outlier_bounds(v, threshold);
-    let mut m = Moments::new((lo + hi) / 2.0);
     for x in v.iter_mut() {
-        let c = if x.is_nan() { *x } else { x.clamp(lo, hi) };
-        *x = c;
-        m.push_if(c, !c.is_nan());
+        // `clamp` keeps NaN; `lo <= hi` and neither is NaN (see `outlier_bounds`).
+        *x = x.clamp(lo, hi);
     }
+    let mut m = Moments::new((lo + hi) / 2.0);
+    m.extend_within(v, f64::NEG_INFINITY, f64::INFINITY);
     let (mean, std) = m.mean_std(v.len());
     scale_with(v, mean, std);
 }
