@@ -119,9 +119,9 @@ PIN_CONFIG = dict(
 )
 PIN_INDEX = 7
 PINNED = {
-    "mlp_scm": "60c06ba01ce5422bd4320ca3d4445b9f511d51e2692e03a2f618499aa1b551d7",
-    "tree_scm": "68e38659b1af21b2e376432cf1918f3cb95747d754109a49c13c8adcbebe79a0",
-    "mix_scm": "229496bf61809bdb1be6f9574d720e9c91ddb0bd4da2197e2be7b06789b63bbf",
+    "mlp_scm": "ebd28b5a1b99c50594e446970d5ca53346f5f3a177769c03f9f49d076d53b0f7",
+    "tree_scm": "01fca1f8ca30693c167db968d19370d4143a502c3b4f55eb6652f9e83311c093",
+    "mix_scm": "a3c4130b1f9df5c18886a2f1a5db180c44f02d99f2fa87bde0aae7b78321ffee",
     "graph_scm": "ad5627d282e3f38f58c5c5a48606111de57e7cd8df4630c18dabc7cbecf9f55f",
     "dummy": "81edc35e63aa646bf2cd62597d71510040a04d65425d31128c81ca09f8fbfcc0",
 }

@@ -237,15 +237,21 @@ pub fn reg2cls(
             }
         }
     }
+    let scale = if fixed.scale_by_max_features { cols as f64 / max_features as f64 } else { 1.0 };
     for col in &mut columns {
         clamp_and_scale(col, 4.0);
+        // Divided here, on contiguous values, rather than in the strided copy below.
+        if scale != 1.0 {
+            for v in col.iter_mut() {
+                *v /= scale;
+            }
+        }
     }
     let perm: Vec<usize> = if fixed.permute_features { rng.permutation(cols) } else { (0..cols).collect() };
-    let scale = if fixed.scale_by_max_features { cols as f64 / max_features as f64 } else { 1.0 };
     let mut out = vec![0.0f32; rows * cols];
     for (j, &src) in perm.iter().enumerate() {
-        for (r, v) in columns[src].iter().enumerate() {
-            out[r * cols + j] = (v / scale) as f32;
+        for (r, &v) in columns[src].iter().enumerate() {
+            out[r * cols + j] = v as f32;
         }
     }
     let categorical = perm.iter().map(|&p| is_cat[p]).collect();
