@@ -97,6 +97,9 @@ macro_rules! simple_activations {
             /// `x[r, c] = f(a[c] * x[r, c] + b[c])` over a row-major matrix; matching once
             /// here gives each function its own tight loop.
             fn map_affine(self, x: &mut [f32], a: &[f32], b: &[f32]) {
+                if self == Simple::Sine {
+                    return sine_affine(x, a, b);
+                }
                 match self {
                     $(Simple::$variant => affine_loop(x, a, b, |v| Simple::$variant.eval(v)),)*
                 }
@@ -130,7 +133,7 @@ impl Simple {
     #[inline(always)]
     fn eval(self, x: f32) -> f32 {
         match self {
-            Simple::Tanh => x.tanh(),
+            Simple::Tanh => fastmath::tanh(x),
             Simple::LeakyRelu => {
                 if x >= 0.0 {
                     x
@@ -167,10 +170,21 @@ impl Simple {
             Simple::Exp => fastmath::exp(x),
             Simple::SqrtAbs => x.abs().sqrt(),
             Simple::UnitInterval => f32::from(u8::from(x.abs() <= 1.0)),
-            Simple::Sine => x.sin(),
+            Simple::Sine => fastmath::sin(x),
             Simple::Square => x * x,
             Simple::Abs => x.abs(),
         }
+    }
+}
+
+/// `sin(a * x + b)` column-wise: the branch-free sine where every argument is below 1e15 (the
+/// usual case: standardised inputs), so the loop vectorises; otherwise the checked one.
+fn sine_affine(x: &mut [f32], a: &[f32], b: &[f32]) {
+    affine_loop(x, a, b, |v| v);
+    if x.iter().fold(true, |ok, v| ok & (v.abs() < 1e15)) {
+        x.iter_mut().for_each(|v| *v = fastmath::sin_reduced(*v));
+    } else {
+        x.iter_mut().for_each(|v| *v = fastmath::sin(*v));
     }
 }
 

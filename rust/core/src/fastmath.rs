@@ -158,7 +158,32 @@ pub fn cos(x: f32) -> f32 {
 /// NaN and infinities give NaN, as libm.
 #[inline(always)]
 pub fn cos_reduced(x: f32) -> f32 {
-    let xd = f64::from(x);
+    cos_of(f64::from(x))
+}
+
+/// `sin(x)` as `cos(x - pi / 2)`, the shift taken in float64 (absolute error below 1e-6, as
+/// [`cos`]; near zero that is not a relative bound). Larger arguments go to libm.
+#[inline(always)]
+pub fn sin(x: f32) -> f32 {
+    if x.abs() >= 1e15 { x.sin() } else { sin_reduced(x) }
+}
+
+/// [`sin`] without the branch for |x| >= 1e15 (callers check those).
+#[inline(always)]
+pub fn sin_reduced(x: f32) -> f32 {
+    cos_of(f64::from(x) - std::f64::consts::FRAC_PI_2)
+}
+
+/// `tanh(x)` from `e^(-2|x|) - 1` (accurate near zero by [`expm1_neg`]), sign restored.
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    let t = expm1_neg(-2.0 * x.abs());
+    (-t / (t + 2.0)).copysign(x)
+}
+
+/// The float32 cosine series after reducing a float64 argument by a multiple of 2 pi.
+#[inline(always)]
+fn cos_of(xd: f64) -> f32 {
     let k = (xd * (0.5 * std::f64::consts::FRAC_1_PI) + ROUND64) - ROUND64;
     let r = (xd - k * std::f64::consts::TAU) as f32;
     let z = r * r;
@@ -190,6 +215,32 @@ mod tests {
 
     fn grid(lo: f32, hi: f32, n: usize) -> impl Iterator<Item = f32> {
         (0..=n).map(move |i| lo + (hi - lo) * i as f32 / n as f32)
+    }
+
+    #[test]
+    fn tanh_is_within_a_few_ulp() {
+        let worst = grid(-12.0, 12.0, 2_000_000)
+            .filter(|x| x.abs() > 1e-30)
+            .map(|x| rel(tanh(x), f64::from(x).tanh()))
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-6, "max relative error {worst}");
+        let tiny = [1e-30f32, -3e-8, 1e-5, -0.0123];
+        assert!(tiny.iter().all(|&x| rel(tanh(x), f64::from(x).tanh()) < 1e-6));
+        assert_eq!(tanh(40.0), 1.0);
+        assert_eq!(tanh(-40.0), -1.0);
+        assert_eq!(tanh(0.0).to_bits(), 0.0f32.to_bits());
+        assert_eq!(tanh(-0.0).to_bits(), (-0.0f32).to_bits());
+        assert_eq!(tanh(f32::INFINITY), 1.0);
+        assert!(tanh(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn sin_is_within_its_absolute_bound() {
+        let worst =
+            grid(-2e4, 2e4, 2_000_000).map(|x| (f64::from(sin(x)) - f64::from(x).sin()).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-6, "max absolute error {worst}");
+        assert_eq!(sin(1e20), 1e20f32.sin());
+        assert!(sin(f32::NAN).is_nan() && sin_reduced(f32::INFINITY).is_nan());
     }
 
     #[test]
