@@ -1,16 +1,8 @@
-//! Dense kernels: one entry point so the matmul backend can be swapped in one place.
+//! Dense kernels: the matrix products live here so the matmul backend can be swapped in one place.
 
-/// `out (n x m) = a (n x k) * w^T + bias`, where `w` is stored (m x k) row-major as a
-/// PyTorch `Linear` weight. Single-threaded: parallelism is across datasets.
-pub fn linear(a: &[f32], n: usize, k: usize, w: &[f32], m: usize, bias: &[f32], out: &mut [f32]) {
-    for row in out.chunks_exact_mut(m) {
-        row.copy_from_slice(bias);
-    }
-    linear_accumulate(a, n, k, w, m, out);
-}
-
-/// `out += a * w^T` (same layouts as [`linear`]): lets callers pre-fill `out` with
-/// noise and bias so the layer needs no extra pass.
+/// `out (n x m) += a (n x k) * w^T`, where `w` is stored (m x k) row-major as a PyTorch
+/// `Linear` weight: callers pre-fill `out` with bias (and noise) so a layer needs no extra
+/// pass. Single-threaded: parallelism is across datasets.
 pub fn linear_accumulate(a: &[f32], n: usize, k: usize, w: &[f32], m: usize, out: &mut [f32]) {
     assert!(a.len() == n * k && w.len() == m * k && out.len() == n * m, "linear: shape mismatch");
     if n == 0 || m == 0 || k == 0 {
@@ -47,7 +39,7 @@ pub struct Blocks {
     pub cols: usize,
 }
 
-/// `out += a * w^T` for a block-diagonal `w` (same layouts as [`linear`]): one product per
+/// `out += a * w^T` for a block-diagonal `w` (same layouts as [`linear_accumulate`]): one product per
 /// block, `n` times less work than the dense product. Only valid where `a` is finite: the dense
 /// product turns an infinite input times a zero weight into NaN, which this one skips.
 pub fn linear_accumulate_blocks(a: &[f32], n: usize, k: usize, w: &[f32], m: usize, blocks: Blocks, out: &mut [f32]) {
@@ -88,13 +80,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn linear_matches_naive() {
+    fn linear_accumulate_matches_naive() {
         let (n, k, m) = (7, 5, 3);
         let a: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.37).sin()).collect();
         let w: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.11).cos()).collect();
         let b = [0.5, -1.0, 2.0];
-        let mut out = vec![0.0; n * m];
-        linear(&a, n, k, &w, m, &b, &mut out);
+        let mut out: Vec<f32> = b.iter().copied().cycle().take(n * m).collect();
+        linear_accumulate(&a, n, k, &w, m, &mut out);
         for i in 0..n {
             for j in 0..m {
                 let want: f32 = b[j] + (0..k).map(|t| a[i * k + t] * w[j * k + t]).sum::<f32>();
