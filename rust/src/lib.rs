@@ -355,7 +355,7 @@ fn write_corpus_shard(
         let encoded = encode(&columns, &opts, pool::resolve_threads(n_jobs)).map_err(|e| (false, e))?;
         let io = |e: std::io::Error| (true, format!("{}: {e}", path.display()));
         encoded.write_file(&path).map_err(io)?;
-        Ok((encoded.len() as u64, encoded.digest))
+        Ok((encoded.len() as u64, encoded.digest.clone()))
     });
     result.map_err(|(is_io, e)| if is_io { PyOSError::new_err(e) } else { PyValueError::new_err(e) })
 }

@@ -82,6 +82,62 @@ pub struct Encoded {
     pub digest: String,
 }
 
+impl Drop for Encoded {
+    fn drop(&mut self) {
+        SPARE.put(std::mem::take(&mut self.parts));
+    }
+}
+
+/// Compressed pages of dropped files, kept for the next shard's pages. A shard's float pages
+/// are megabytes: freshly allocated, each is mapped anew and faulted in (and zeroed) by the
+/// kernel page by page, which costs about a tenth of encoding it; recycled buffers are warm.
+struct Spare {
+    buffers: std::sync::Mutex<Vec<Vec<u8>>>,
+    max_bytes: usize,
+}
+
+/// Buffers smaller than this come from the allocator's warm heap anyway.
+const SPARE_MIN: usize = 1 << 16;
+
+static SPARE: Spare = Spare::new(64 << 20); // about two shards' float pages
+
+impl Spare {
+    const fn new(max_bytes: usize) -> Spare {
+        Spare { buffers: std::sync::Mutex::new(Vec::new()), max_bytes }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+        self.buffers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn put(&self, parts: Vec<Vec<u8>>) {
+        let mut spare = self.lock();
+        let mut kept: usize = spare.iter().map(Vec::capacity).sum();
+        for p in parts {
+            if p.capacity() >= SPARE_MIN && kept + p.capacity() <= self.max_bytes {
+                kept += p.capacity();
+                spare.push(p);
+            }
+        }
+    }
+
+    /// An empty buffer of at least `capacity` bytes, recycled when one fits.
+    fn take(&self, capacity: usize) -> Vec<u8> {
+        if capacity >= SPARE_MIN {
+            let mut spare = self.lock();
+            // The smallest that fits, so that large buffers stay for large pages.
+            let fit =
+                (0..spare.len()).filter(|&i| spare[i].capacity() >= capacity).min_by_key(|&i| spare[i].capacity());
+            if let Some(i) = fit {
+                let mut buf = spare.swap_remove(i);
+                buf.clear();
+                return buf;
+            }
+        }
+        Vec::with_capacity(capacity)
+    }
+}
+
 impl Encoded {
     pub fn len(&self) -> usize {
         self.parts.iter().map(Vec::len).sum()
@@ -355,7 +411,9 @@ fn compress(body: &[u8], level: i32) -> Result<Vec<u8>, String> {
             *slot = Some((level, c));
         }
         let (_, c) = slot.as_mut().expect("set above");
-        c.compress(body).map_err(|e| format!("zstd: {e}"))
+        let mut page = SPARE.take(zstd::zstd_safe::compress_bound(body.len()));
+        c.compress_to_buffer(body, &mut page).map_err(|e| format!("zstd: {e}"))?;
+        Ok(page)
     })
 }
 
@@ -485,7 +543,11 @@ fn encode_chunk(data: &ColumnData, r0: usize, r1: usize, level: Option<i32>) -> 
         let entries = page_body(data, r0, r1, &mut body);
         let page = match level {
             Some(l) => compress(&body, l)?,
-            None => body.clone(),
+            None => {
+                let mut page = SPARE.take(body.len());
+                page.extend_from_slice(&body);
+                page
+            }
         };
         Ok((page, body.len(), entries))
     })?;
@@ -666,6 +728,23 @@ mod tests {
         let values: Vec<f32> =
             body[body.len() - 28..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
         assert_eq!(values, vec![0., 1., 3., 4., 6., 7., 8.]);
+    }
+
+    #[test]
+    fn spare_page_buffers_are_reused_smallest_fit_first_within_the_byte_cap() {
+        let spare = Spare::new(3 << 20);
+        let mut big = Vec::with_capacity(2 << 20);
+        big.push(1u8);
+        let small = Vec::<u8>::with_capacity(1 << 20);
+        let tiny = Vec::<u8>::with_capacity(100);
+        let (big_at, small_at) = (big.as_ptr(), small.as_ptr());
+        spare.put(vec![big, small, tiny, Vec::with_capacity(1 << 20)]); // the last one is over the cap
+        assert_eq!(spare.lock().len(), 2, "tiny buffers and buffers beyond the cap are dropped");
+        let a = spare.take(900 << 10);
+        assert_eq!(a.as_ptr(), small_at, "the smallest buffer that fits");
+        let b = spare.take(1 << 20);
+        assert_eq!((b.as_ptr(), b.len()), (big_at, 0), "recycled buffers come back empty");
+        assert!(spare.take(1 << 20).capacity() >= 1 << 20 && spare.lock().is_empty());
     }
 
     #[test]
