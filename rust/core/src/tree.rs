@@ -89,15 +89,19 @@ pub fn fit_predict(x: &[f32], n: usize, p: usize, y: &[f32], o: usize, params: &
     // Monomorphise the hot loops on the number of two-lane vectors per gradient row, so that
     // per-output loops unroll and running sums stay in registers; wider targets take the
     // run-time-width path.
+    // Beyond two outputs, rows are padded to a multiple of four so that the row scan can
+    // move four lanes at a time (the padding lanes are zero and change no sum).
+    let nv = if o <= 2 { 1 } else { 2 * o.div_ceil(4) };
+    let avx2 = avx2_available();
     macro_rules! fixed {
         ($($k:literal)*) => {
-            match o.div_ceil(2) {
-                $($k => boost(Fixed::<$k>, o, &bins, y, params, &mut pred),)*
-                nv => boost(Dyn(nv), o, &bins, y, params, &mut pred),
+            match nv {
+                $($k => boost(Fixed::<$k>, o, &bins, y, params, avx2, &mut pred),)*
+                nv => boost(Dyn(nv), o, &bins, y, params, avx2, &mut pred),
             }
         };
     }
-    fixed!(1 2 3 4 5 6 7 8);
+    fixed!(1 2 4 6 8);
     pred
 }
 
@@ -399,6 +403,9 @@ struct Ctx<'a, W: Width> {
     /// `inv[c] = 1 / (c + lambda)`: the gain needs it twice per candidate, and a table
     /// lookup is far cheaper than two divisions.
     inv: Vec<f64>,
+    /// Scan rows with the four-lane AVX2 kernel (the CPU has it and rows are a multiple of
+    /// four wide); it adds the same lanes in the same order, so the bits do not change.
+    scan4: bool,
 }
 
 /// Rows scanned per block of the split search: a block's candidates stay in L1. A power of
@@ -433,7 +440,19 @@ struct Scratch {
     leaf: Vec<f32>,
 }
 
-fn boost<W: Width>(w: W, o: usize, bins: &Bins, y: &[f32], params: &BoosterParams, pred: &mut [f32]) {
+/// Whether the row scan may use its AVX2 kernel (checked once per fit).
+fn avx2_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+fn boost<W: Width>(w: W, o: usize, bins: &Bins, y: &[f32], params: &BoosterParams, avx2: bool, pred: &mut [f32]) {
     let n = bins.n;
     let os = 2 * w.nv();
     let lambda = f64::from(params.reg_lambda);
@@ -449,6 +468,7 @@ fn boost<W: Width>(w: W, o: usize, bins: &Bins, y: &[f32], params: &BoosterParam
         min_rows: (min_child_weight.ceil().max(1.0) as usize).min(n + 1),
         max_depth: params.max_depth,
         inv: (0..=n).map(|c| 1.0 / (c as f64 + lambda)).collect(),
+        scan4: avx2 && w.nv() % 2 == 0 && w.nv() <= 2 * SCAN4_MAX_V,
     };
     let order_len = bins.n_feat() * n;
     let level_cap = 1 << params.max_depth.min(12);
@@ -611,19 +631,29 @@ fn find_split<W: Width>(
         for block in (0..m - 1).step_by(BLOCK) {
             // Pass 1. A bin still open at the end of the block is finished (and its slot
             // rewritten) in the next block: the running sum carries over.
+            let rows = &seg[block..(block + BLOCK + 1).min(m)];
             let mut k = 0usize;
-            for (i, pair) in seg[block..(block + BLOCK + 1).min(m)].windows(2).enumerate() {
-                let e = pair[0];
-                let r = (e & mask) as usize;
-                let g = &grad[r * os..r * os + os];
-                let slot = k & (BLOCK - 1);
-                let out = &mut cols[slot * os..slot * os + os];
-                for v in 0..nv {
-                    left[v] = left[v].add(F2::load(&g[2 * v..]));
-                    left[v].store(&mut out[2 * v..]);
+            #[cfg(target_arch = "x86_64")]
+            if ctx.scan4 {
+                // SAFETY: the CPU has AVX2 (`scan4`); rows hold row indices below n under
+                // `mask`, grad has n rows of os = 4 * (nv / 2) lanes, and a block has at most
+                // BLOCK candidates.
+                k = unsafe { scan4::scan(w, rows, grad, cols, n_left, block as u32, left, mask) };
+            }
+            if !ctx.scan4 {
+                for (i, pair) in rows.windows(2).enumerate() {
+                    let e = pair[0];
+                    let r = (e & mask) as usize;
+                    let g = &grad[r * os..r * os + os];
+                    let slot = k & (BLOCK - 1);
+                    let out = &mut cols[slot * os..slot * os + os];
+                    for v in 0..nv {
+                        left[v] = left[v].add(F2::load(&g[2 * v..]));
+                        left[v].store(&mut out[2 * v..]);
+                    }
+                    n_left[slot] = (block + i) as u32 + 1;
+                    k += usize::from((pair[1] ^ e) > mask);
                 }
-                n_left[slot] = (block + i) as u32 + 1;
-                k += usize::from((pair[1] ^ e) > mask);
             }
             // Candidates whose children both reach min_child_weight form a contiguous
             // range, because n_left increases.
@@ -668,6 +698,78 @@ fn find_split<W: Width>(
         }
     }
     (best.loss_chg > MIN_SPLIT_GAIN).then_some(best)
+}
+
+/// Widest rows (in four-lane vectors) the AVX2 row scan keeps in registers.
+const SCAN4_MAX_V: usize = 4;
+
+/// The AVX2 row scan of the split search (pass 1 of `find_split`), four gradient lanes per
+/// instruction instead of two.
+#[cfg(target_arch = "x86_64")]
+mod scan4 {
+    use super::{BLOCK, F2, SCAN4_MAX_V as MAX_V, Width};
+    use std::arch::x86_64::{_mm256_add_pd, _mm256_loadu_pd, _mm256_setzero_pd, _mm256_storeu_pd};
+
+    /// Walks `rows` (entries of one block plus the next row, or the segment's last row),
+    /// carrying the running left sum `left` (nv two-lane vectors, nv even), and records it with
+    /// the row count at every bin boundary, as the portable loop does. Returns the number of
+    /// boundaries.
+    ///
+    /// # Safety
+    /// The CPU supports AVX2; `w.nv()` is even and at most `2 * MAX_V`; every entry's row
+    /// (`e & mask`) is below `grad.len() / (2 * w.nv())`; `cols` holds `BLOCK * 2 * w.nv()`
+    /// values, `n_left` BLOCK, and `rows` at most BLOCK + 1 entries.
+    #[target_feature(enable = "avx2")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn scan<W: Width>(
+        w: W,
+        rows: &[u32],
+        grad: &[f64],
+        cols: &mut [f64],
+        n_left: &mut [u32],
+        first: u32,
+        left: &mut [F2],
+        mask: u32,
+    ) -> usize {
+        let nv4 = w.nv() / 2;
+        let os = 4 * nv4;
+        debug_assert!(w.nv() % 2 == 0 && nv4 <= MAX_V && rows.len() <= BLOCK + 1);
+        debug_assert!(cols.len() >= BLOCK * os && n_left.len() >= BLOCK);
+        let mut acc = [_mm256_setzero_pd(); MAX_V];
+        let mut lanes = [0.0f64; 4 * MAX_V];
+        for (v, l) in left.iter().enumerate() {
+            l.store(&mut lanes[2 * v..]);
+        }
+        for (v, a) in acc.iter_mut().enumerate().take(nv4) {
+            // SAFETY: lanes holds 4 * MAX_V values.
+            *a = unsafe { _mm256_loadu_pd(lanes.as_ptr().add(4 * v)) };
+        }
+        let (g0, c0, n0) = (grad.as_ptr(), cols.as_mut_ptr(), n_left.as_mut_ptr());
+        let mut k = 0usize;
+        for i in 0..rows.len().saturating_sub(1) {
+            // SAFETY: the bounds are the caller's contract above.
+            unsafe {
+                let e = *rows.get_unchecked(i);
+                let g = g0.add((e & mask) as usize * os);
+                let slot = k & (BLOCK - 1);
+                let out = c0.add(slot * os);
+                for (v, a) in acc.iter_mut().enumerate().take(nv4) {
+                    *a = _mm256_add_pd(*a, _mm256_loadu_pd(g.add(4 * v)));
+                    _mm256_storeu_pd(out.add(4 * v), *a);
+                }
+                *n0.add(slot) = first + i as u32 + 1;
+                k += usize::from((*rows.get_unchecked(i + 1) ^ e) > mask);
+            }
+        }
+        for (v, a) in acc.iter().enumerate().take(nv4) {
+            // SAFETY: as above.
+            unsafe { _mm256_storeu_pd(lanes.as_mut_ptr().add(4 * v), *a) };
+        }
+        for (v, l) in left.iter_mut().enumerate() {
+            *l = F2::load(&lanes[2 * v..]);
+        }
+        k
+    }
 }
 
 /// Stable partition of one feature's node segment: rows flagged in `goes_left` first.
@@ -1043,9 +1145,9 @@ mod tests {
         let run = |fixed: bool| {
             let mut pred: Vec<f32> = fit_predict(&x, n, p, &y, o, &BoosterParams::new(3, 0));
             if fixed {
-                boost(Fixed::<3>, o, &bins, &y, &params, &mut pred);
+                boost(Fixed::<3>, o, &bins, &y, &params, false, &mut pred);
             } else {
-                boost(Dyn(3), o, &bins, &y, &params, &mut pred);
+                boost(Dyn(3), o, &bins, &y, &params, false, &mut pred);
             }
             pred
         };
