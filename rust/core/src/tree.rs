@@ -1157,6 +1157,31 @@ mod tests {
     }
 
     #[test]
+    fn tree_avx2_row_scan_gives_the_portable_bits() {
+        if !avx2_available() {
+            return; // nothing to compare on this CPU
+        }
+        let (n, p) = (700, 9);
+        let x = normals(n * p, 81);
+        let bins = Bins::new(&x, n, p, 256);
+        for o in [3usize, 6, 8] {
+            let y = normals(n * o, 82 + o as u64);
+            let params = BoosterParams::new(4, 3);
+            let run = |avx2: bool| {
+                let mut pred: Vec<f32> = fit_predict(&x, n, p, &y, o, &BoosterParams::new(4, 0));
+                match o {
+                    3 => boost(Fixed::<2>, o, &bins, &y, &params, avx2, &mut pred),
+                    _ => boost(Fixed::<4>, o, &bins, &y, &params, avx2, &mut pred),
+                }
+                pred
+            };
+            let (a, b) = (run(true), run(false));
+            assert!(a.iter().zip(&b).all(|(u, v)| u.to_bits() == v.to_bits()), "o = {o}");
+            assert!(distinct_rows(&a, o) > 8, "o = {o}: the trees split");
+        }
+    }
+
+    #[test]
     fn tree_binning_distinct_values_and_quantiles() {
         // 1024 distinct values -> 256 quantile bins of 4 rows each.
         let n = 1024;
