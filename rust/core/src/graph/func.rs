@@ -791,3 +791,31 @@ fn em_assignment(ctx: &mut Ctx, x: &Mat, out: usize) -> Mat {
     apply_fixed(23, &mut logits); // row softmax
     linear(ctx, &logits, out)
 }
+
+#[cfg(test)]
+mod lp_timing {
+    use super::*;
+
+    /// Timing of the L_p distances at the graph prior's term-weighted typical size (1024 rows,
+    /// 173 centres, 43 inputs), release: `cargo test --release -p tabfm-core lp_timing --
+    /// --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn lp_timing() {
+        let (n, nc, d) = (1024usize, 173usize, 43usize);
+        let mut r = crate::rng::Rng::from_state([1, 2, 3, 4]);
+        let mut xs = vec![0.0f32; n * d];
+        r.fill_normal(&mut xs, 0.0, 1.0);
+        let x = Mat::from_vec(n, d, xs);
+        let c = x.take_rows(&(0..nc).collect::<Vec<_>>());
+        for p in [1.7f32, 0.8, 3.3] {
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                std::hint::black_box(lp_pow_dists(&x, &c, p));
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            println!("p={p}: {:.3} ns per term", best * 1e9 / (n * nc * d) as f64);
+        }
+    }
+}
