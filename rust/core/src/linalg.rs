@@ -4,12 +4,28 @@
 /// `Linear` weight: callers pre-fill `out` with bias (and noise) so a layer needs no extra
 /// pass. Single-threaded: parallelism is across datasets.
 pub fn linear_accumulate(a: &[f32], n: usize, k: usize, w: &[f32], m: usize, out: &mut [f32]) {
+    gemm_t(a, n, k, w, m, 1.0, out);
+}
+
+/// `out (n x m) = a (n x k) * w^T` (layouts as [`linear_accumulate`]), never reading `out`.
+/// For freshly allocated outputs: accumulating into calloc'd zeros reads each page before
+/// writing it, and that copy-on-write of the shared zero page flushes the TLB of every CPU
+/// running the process, an interrupt per 4 KiB page to the other generating threads.
+pub fn linear(a: &[f32], n: usize, k: usize, w: &[f32], m: usize, out: &mut [f32]) {
+    if k == 0 {
+        out.fill(0.0);
+    }
+    gemm_t(a, n, k, w, m, 0.0, out);
+}
+
+fn gemm_t(a: &[f32], n: usize, k: usize, w: &[f32], m: usize, beta: f32, out: &mut [f32]) {
     assert!(a.len() == n * k && w.len() == m * k && out.len() == n * m, "linear: shape mismatch");
     if n == 0 || m == 0 || k == 0 {
         return;
     }
     // SAFETY: the slices are exactly n*k, m*k and n*m long (asserted above) and the strides
     // describe those row-major layouts; w is read as its transpose (row stride 1, column stride k).
+    // With beta = 0 the output is only written, as matrixmultiply documents.
     unsafe {
         matrixmultiply::sgemm(
             n,
@@ -22,7 +38,7 @@ pub fn linear_accumulate(a: &[f32], n: usize, k: usize, w: &[f32], m: usize, out
             w.as_ptr(),
             1,
             k as isize,
-            1.0,
+            beta,
             out.as_mut_ptr(),
             m as isize,
             1,
@@ -78,6 +94,25 @@ pub fn linear_accumulate_blocks(a: &[f32], n: usize, k: usize, w: &[f32], m: usi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn linear_overwrites_without_reading_the_output() {
+        let (n, k, m) = (9, 4, 6);
+        let a: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.29).sin()).collect();
+        let w: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.13).cos()).collect();
+        // NaN in the output would survive any product that reads it.
+        let mut out = vec![f32::NAN; n * m];
+        linear(&a, n, k, &w, m, &mut out);
+        for i in 0..n {
+            for j in 0..m {
+                let want: f32 = (0..k).map(|t| a[i * k + t] * w[j * k + t]).sum::<f32>();
+                assert!((out[i * m + j] - want).abs() < 1e-5, "({i}, {j}): {}", out[i * m + j]);
+            }
+        }
+        let mut out = vec![f32::NAN; 3 * 2];
+        linear(&[], 3, 0, &[], 2, &mut out);
+        assert_eq!(out, vec![0.0; 6], "no inputs: zeros");
+    }
 
     #[test]
     fn linear_accumulate_matches_naive() {

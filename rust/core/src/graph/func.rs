@@ -59,7 +59,7 @@ impl Mat {
     /// `self @ w^T` with `w` stored (out x cols) row-major.
     pub fn matmul_t(&self, w: &[f32], out: usize) -> Mat {
         let mut o = Mat::zeros(self.rows, out);
-        linalg::linear_accumulate(&self.data, self.rows, self.cols, w, out, &mut o.data);
+        linalg::linear(&self.data, self.rows, self.cols, w, out, &mut o.data);
         o
     }
 
