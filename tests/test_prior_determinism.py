@@ -126,6 +126,14 @@ PINNED = {
     "dummy": "81edc35e63aa646bf2cd62597d71510040a04d65425d31128c81ca09f8fbfcc0",
 }
 PINNED_DUMMY_X = "a54158d7977e005660de1d45878e74de7e8f01e92ec4e94c2622a85246b1d9ca"
+# X of the same batch: the labels above can survive a change of the functions that shape the
+# features (the graph prior's L_p distances, converters, warping), X cannot.
+PINNED_X = {
+    "mlp_scm": "4564d86ffed478cf0ba142d30c7e1bbd798d2f261b59b6809790b8b3602158d3",
+    "tree_scm": "2e61035ce1ae2f5230e302c880b7b98ccfd67eab72267ec99bd6da5d173a8075",
+    "mix_scm": "2c1f16a61b9bb553b1e2c47b2c3fe1c1e3ece3468c55b8b253177a7a29585588",
+    "graph_scm": "9c55109908ce4b9af6a61e0c5df2cdf5945b0a523ea68f04bc20fc771c3946eb",
+}
 
 
 def _digest(*arrays: np.ndarray) -> str:
@@ -141,6 +149,13 @@ def test_pinned_digest(prior_type: str) -> None:
     _X, y, d, seq_lens, train_sizes = ds.get_batch_numpy(PIN_INDEX)
     got = _digest(d, seq_lens, train_sizes, y)
     assert got == PINNED[prior_type], f"{prior_type} output changed: digest is now {got}"
+
+
+@pytest.mark.parametrize("prior_type", sorted(PINNED_X))
+def test_pinned_digest_x(prior_type: str) -> None:
+    X = PriorDataset(prior_type=prior_type, **PIN_CONFIG).get_batch_numpy(PIN_INDEX)[0]
+    got = _digest(X)
+    assert got == PINNED_X[prior_type], f"{prior_type} X changed: digest is now {got}"
 
 
 def test_pinned_digest_dummy_x() -> None:
