@@ -591,16 +591,22 @@ fn lp_pow_dists_fma(x: &Mat, ct: &[f32], nc: usize, p: f32, out: &mut [f32]) {
     lp_pow_dists_generic::<true>(x, ct, nc, p, out);
 }
 
-#[inline(always)]
-fn lp_pow_dists_generic<const FMA: bool>(x: &Mat, ct: &[f32], nc: usize, p: f32, out: &mut [f32]) {
-    let d = x.cols;
-    let kind = if (p - 2.0).abs() < 1e-6 {
+/// The exponents with a closed-form term: 2 (squares), 1 (absolute values), else 0 (general
+/// p, through [`fastmath::pow_abs_nz`]).
+fn lp_kind(p: f32) -> u8 {
+    if (p - 2.0).abs() < 1e-6 {
         2
     } else if (p - 1.0).abs() < 1e-6 {
         1
     } else {
         0
-    };
+    }
+}
+
+#[inline(always)]
+fn lp_pow_dists_generic<const FMA: bool>(x: &Mat, ct: &[f32], nc: usize, p: f32, out: &mut [f32]) {
+    let d = x.cols;
+    let kind = lp_kind(p);
     for (r, acc) in out.chunks_exact_mut(nc.max(1)).enumerate().take(x.rows) {
         let xr = x.row(r);
         for k in 0..d {
@@ -648,20 +654,15 @@ pub fn nearest_centre(ctx: &mut Ctx, x: &Mat, n_centers: usize, p_name: &'static
 /// sums, which compare false, are never abandoned (they lose every comparison, as in
 /// `argmin_rows`). The first centre seeds the best value, again as `argmin_rows` does.
 fn lp_argmin(x: &Mat, c: &Mat, p: f32) -> Vec<usize> {
-    let general = (p - 2.0).abs() >= 1e-6 && (p - 1.0).abs() >= 1e-6;
-    if !general || c.rows == 0 || x.cols == 0 {
+    if lp_kind(p) != 0 || c.rows == 0 || x.cols == 0 {
         return argmin_rows(&lp_pow_dists(x, c, p), c.rows.max(1));
     }
     let nc = c.rows;
     let padded = nc.div_ceil(LANES) * LANES;
-    // Transposed centres, each input's row padded with copies of the last centre (the padding
-    // lanes are never candidates).
-    let mut ct = vec![0.0f32; x.cols * padded];
-    for k in 0..x.cols {
-        for j in 0..padded {
-            ct[k * padded + j] = c.at(j.min(nc - 1), k);
-        }
-    }
+    // Transposed centres, padded with copies of the last centre (the padding lanes are never
+    // candidates).
+    let rows: Vec<usize> = (0..padded).map(|j| j.min(nc - 1)).collect();
+    let ct = transpose(&c.take_rows(&rows).data, padded, x.cols);
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -872,12 +873,9 @@ fn em_assignment(ctx: &mut Ctx, x: &Mat, out: usize) -> Mat {
 }
 
 #[cfg(test)]
-mod lp_timing {
+mod lp_tests {
     use super::*;
 
-    /// Timing of the L_p distances at the graph prior's term-weighted typical size (1024 rows,
-    /// 173 centres, 43 inputs), release: `cargo test --release -p tabfm-core lp_timing --
-    /// --ignored --nocapture`.
     #[test]
     fn lp_argmin_matches_the_argmin_of_all_distances() {
         let mut r = crate::rng::Rng::from_state([5, 6, 7, 8]);
@@ -902,6 +900,9 @@ mod lp_timing {
         }
     }
 
+    /// Timing of the L_p distances at the graph prior's term-weighted typical size (1024 rows,
+    /// 173 centres, 43 inputs), release: `cargo test --release -p tabfm-core lp_timing --
+    /// --ignored --nocapture`.
     #[test]
     #[ignore]
     fn lp_timing() {
