@@ -23,26 +23,33 @@ fn gemm_t(a: &[f32], n: usize, k: usize, w: &[f32], m: usize, beta: f32, out: &m
     if n == 0 || m == 0 || k == 0 {
         return;
     }
-    // SAFETY: the slices are exactly n*k, m*k and n*m long (asserted above) and the strides
-    // describe those row-major layouts; w is read as its transpose (row stride 1, column stride k).
-    // With beta = 0 the output is only written, as matrixmultiply documents.
+    // SAFETY: the slices are exactly n*k, m*k and n*m long (asserted above), so the row-major
+    // layouts with strides k, k and m stay inside them.
+    unsafe { sgemm_wt(n, k, m, a.as_ptr(), k, w.as_ptr(), k, beta, out.as_mut_ptr(), m) };
+}
+
+/// `out = a * w^T + beta * out` on raw row-major views (row strides `lda`, `ldw`, `ldo`; `w`
+/// holds `m` rows of `k`, read transposed). With beta = 0 the output is only written, as
+/// matrixmultiply documents.
+///
+/// # Safety
+/// Every row and column addressed by the shapes and strides lies inside its allocation.
+#[allow(clippy::too_many_arguments)]
+unsafe fn sgemm_wt(
+    n: usize,
+    k: usize,
+    m: usize,
+    a: *const f32,
+    lda: usize,
+    w: *const f32,
+    ldw: usize,
+    beta: f32,
+    out: *mut f32,
+    ldo: usize,
+) {
+    // SAFETY: the caller's contract.
     unsafe {
-        matrixmultiply::sgemm(
-            n,
-            k,
-            m,
-            1.0,
-            a.as_ptr(),
-            k as isize,
-            1,
-            w.as_ptr(),
-            1,
-            k as isize,
-            beta,
-            out.as_mut_ptr(),
-            m as isize,
-            1,
-        );
+        matrixmultiply::sgemm(n, k, m, 1.0, a, lda as isize, 1, w, 1, ldw as isize, beta, out, ldo as isize, 1);
     }
 }
 
@@ -67,25 +74,21 @@ pub fn linear_accumulate_blocks(a: &[f32], n: usize, k: usize, w: &[f32], m: usi
     for i in 0..blocks.n {
         let (r0, c0) = (i * blocks.rows, i * blocks.cols);
         // SAFETY: the shapes are asserted above. A's block starts at column c0 (row stride k),
-        // W's at row r0 and column c0 (read transposed: row stride 1, column stride k), and
-        // out's at column r0 (row stride m); every index stays inside its slice because
-        // c0 + cols <= k and r0 + rows <= m.
+        // W's at row r0 and column c0 (row stride k, read transposed), and out's at column r0
+        // (row stride m); every index stays inside its slice because c0 + cols <= k and
+        // r0 + rows <= m.
         unsafe {
-            matrixmultiply::sgemm(
+            sgemm_wt(
                 n,
                 blocks.cols,
                 blocks.rows,
-                1.0,
                 a.as_ptr().add(c0),
-                k as isize,
-                1,
+                k,
                 w.as_ptr().add(r0 * k + c0),
-                1,
-                k as isize,
+                k,
                 1.0,
                 out.as_mut_ptr().add(r0),
-                m as isize,
-                1,
+                m,
             );
         }
     }
