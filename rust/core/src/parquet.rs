@@ -156,9 +156,87 @@ impl Encoded {
     }
 
     /// Writes the file to `path` (created or truncated) and syncs it to the device.
+    ///
+    /// On Linux the bytes bypass the page cache (`O_DIRECT`) where the filesystem allows it.
+    /// A shard is synced at once and mostly read later by other processes or machines, so
+    /// caching it buys little, while filling fresh page-cache pages costs the kernel more than
+    /// compressing them: on a 2-core VM, 33 ms of system time per 13.6 MB shard against 0.5 ms
+    /// for a direct write. Filesystems that refuse direct I/O (tmpfs before Linux 6.6, some
+    /// network mounts) get a buffered write; the file's bytes are the same either way.
     pub fn write_file(&self, path: &std::path::Path) -> std::io::Result<()> {
+        #[cfg(target_os = "linux")]
+        if let Some(done) = direct::write_file(&self.parts, path) {
+            return done;
+        }
+        self.write_buffered(path)
+    }
+
+    fn write_buffered(&self, path: &std::path::Path) -> std::io::Result<()> {
         let mut file = std::fs::File::create(path)?;
         self.write_to(&mut file)?;
+        file.sync_all()
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod direct {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    /// Buffer address, length and file offset of direct I/O must be multiples of the logical
+    /// block size: 4096 covers 512-byte and 4 KiB devices.
+    const ALIGN: usize = 4096;
+    /// The aligned staging buffer the parts are gathered into, written one block at a time.
+    const STAGE: usize = 4 << 20;
+
+    /// `None` when the filesystem refuses direct I/O (`EINVAL`): the caller writes buffered,
+    /// over whatever was written so far.
+    pub(super) fn write_file(parts: &[Vec<u8>], path: &std::path::Path) -> Option<std::io::Result<()>> {
+        // One staging buffer serves every write, warm; a concurrent writer takes a fresh one.
+        static STAGING: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+        let mut fresh = Vec::new();
+        let mut shared = STAGING.try_lock();
+        let buf = match shared.as_deref_mut() {
+            Ok(buf) => buf,
+            Err(_) => &mut fresh,
+        };
+        buf.resize(STAGE + ALIGN, 0);
+        let result = write_through(parts, path, buf);
+        match result {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
+            r => Some(r),
+        }
+    }
+
+    fn write_through(parts: &[Vec<u8>], path: &std::path::Path, buf: &mut [u8]) -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)?;
+        let start = buf.as_ptr().align_offset(ALIGN);
+        let stage = &mut buf[start..start + STAGE];
+        let (mut fill, mut written) = (0usize, 0u64);
+        for part in parts {
+            let mut rest = &part[..];
+            while !rest.is_empty() {
+                let n = rest.len().min(STAGE - fill);
+                stage[fill..fill + n].copy_from_slice(&rest[..n]);
+                (fill, rest) = (fill + n, &rest[n..]);
+                if fill == STAGE {
+                    file.write_all(stage)?;
+                    (written, fill) = (written + STAGE as u64, 0);
+                }
+            }
+        }
+        if fill > 0 {
+            // The last block is written whole and the file cut back to its length.
+            let padded = fill.next_multiple_of(ALIGN);
+            stage[fill..padded].fill(0);
+            file.write_all(&stage[..padded])?;
+            file.set_len(written + fill as u64)?;
+        }
         file.sync_all()
     }
 }
@@ -792,5 +870,39 @@ mod tests {
         std::fs::write(&empty, b"").unwrap();
         assert_eq!(file_digest(&empty).unwrap(), "99aa06d3014798d86001c324468d497f");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn files_on_every_filesystem_hold_the_encoded_bytes() {
+        // Disks and (since Linux 6.6) tmpfs take direct I/O; both paths are checked on both.
+        // Sizes straddle the 4 KiB blocks and the 4 MiB stage.
+        let dirs = [std::env::temp_dir(), std::path::PathBuf::from("/dev/shm")];
+        for root in dirs.iter().filter(|d| d.is_dir()) {
+            let dir = root.join(format!("tabfm-parquet-fs-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            for cells in [1usize, 1023, 1024, 1_048_576, 1_500_000] {
+                let data: Vec<f32> = (0..cells).map(|i| (i as f32 * 0.11).cos()).collect();
+                let cols = [Column {
+                    name: "x",
+                    data: ColumnData::PaddedF32 {
+                        data: &data,
+                        t_max: cells,
+                        f_max: 1,
+                        rows: vec![cells],
+                        cols: vec![1],
+                    },
+                }];
+                let opts = WriteOptions { row_group: 1, zstd_level: None, key_value: vec![], created_by: "t".into() };
+                let enc = encode(&cols, &opts, 1).unwrap();
+                let path = dir.join(format!("{cells}.parquet"));
+                for buffered in [false, true] {
+                    std::fs::write(&path, vec![7u8; enc.len() + 9000]).unwrap(); // a longer file is replaced
+                    if buffered { enc.write_buffered(&path) } else { enc.write_file(&path) }.unwrap();
+                    let what = format!("{} {cells} cells, buffered {buffered}", root.display());
+                    assert_eq!(std::fs::read(&path).unwrap(), enc.to_vec(), "{what}");
+                }
+            }
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
     }
 }
