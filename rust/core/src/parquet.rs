@@ -902,6 +902,17 @@ mod tests {
                     assert_eq!(std::fs::read(&path).unwrap(), enc.to_vec(), "{what}");
                 }
             }
+            // Files of exact block and stage multiples, and empty ones, gathered from uneven parts.
+            let stage = 4 << 20;
+            for len in [0usize, 4096, stage, 2 * stage, stage + 1] {
+                let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4099) as u8).collect();
+                let parts: Vec<Vec<u8>> = bytes.chunks(1_000_003).map(<[u8]>::to_vec).collect();
+                let enc = Encoded { parts, digest: String::new() };
+                let path = dir.join(format!("raw-{len}"));
+                std::fs::write(&path, vec![7u8; len + 9000]).unwrap();
+                enc.write_file(&path).unwrap();
+                assert_eq!(std::fs::read(&path).unwrap(), bytes, "{} {len} bytes", root.display());
+            }
             std::fs::remove_dir_all(&dir).unwrap();
         }
     }
