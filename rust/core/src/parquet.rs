@@ -189,8 +189,9 @@ mod direct {
     /// The aligned staging buffer the parts are gathered into, written one block at a time.
     const STAGE: usize = 4 << 20;
 
-    /// `None` when the filesystem refuses direct I/O (`EINVAL`): the caller writes buffered,
-    /// over whatever was written so far.
+    /// `None` when the filesystem refuses direct I/O (`EINVAL` as open(2) documents it, or
+    /// `EOPNOTSUPP` from some FUSE filesystems): the caller writes buffered, over whatever
+    /// was written so far.
     pub(super) fn write_file(parts: &[Vec<u8>], path: &std::path::Path) -> Option<std::io::Result<()>> {
         // One staging buffer serves every write, warm; a concurrent writer takes a fresh one.
         static STAGING: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
@@ -203,7 +204,7 @@ mod direct {
         buf.resize(STAGE + ALIGN, 0);
         let result = write_through(parts, path, buf);
         match result {
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => None,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => None,
             r => Some(r),
         }
     }
