@@ -187,7 +187,7 @@ mod direct {
     /// block size: 4096 covers 512-byte and 4 KiB devices.
     const ALIGN: usize = 4096;
     /// The aligned staging buffer the parts are gathered into, written one block at a time.
-    const STAGE: usize = 4 << 20;
+    pub(super) const STAGE: usize = 4 << 20;
 
     /// `None` when the filesystem refuses direct I/O (`EINVAL` as open(2) documents it, or
     /// `EOPNOTSUPP` from some FUSE filesystems): the caller writes buffered, over whatever
@@ -904,6 +904,9 @@ mod tests {
                 }
             }
             // Files of exact block and stage multiples, and empty ones, gathered from uneven parts.
+            #[cfg(target_os = "linux")]
+            let stage = direct::STAGE;
+            #[cfg(not(target_os = "linux"))]
             let stage = 4 << 20;
             for len in [0usize, 4096, stage, 2 * stage, stage + 1] {
                 let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4099) as u8).collect();
