@@ -450,7 +450,8 @@ struct Sums<'a> {
 fn rotate_accumulate(c: &mut [f64], s: &mut [f64], cr: &[f64], sr: &[f64], w: [&[f64]; 3], out: Sums) {
     let n = c.len();
     assert!(
-        n % LANES == 0 && [s.len(), cr.len(), sr.len(), w[0].len(), w[1].len(), w[2].len()].iter().all(|&m| m == n)
+        n.is_multiple_of(LANES)
+            && [s.len(), cr.len(), sr.len(), w[0].len(), w[1].len(), w[2].len()].iter().all(|&m| m == n)
     );
     assert!(out.dg.len() == out.g.len() && out.d2g.len() == out.g.len());
     #[cfg(target_arch = "x86_64")]

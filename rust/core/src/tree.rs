@@ -102,7 +102,40 @@ pub fn fit_predict(x: &[f32], n: usize, p: usize, y: &[f32], o: usize, params: &
         };
     }
     fixed!(1 2 4 6 8);
+    give_order(bins.order);
     pred
+}
+
+thread_local! {
+    /// Order buffers of earlier fits on this thread. A fit uses three of up to p * n
+    /// entries, and fresh ones would fault in every page on first touch (a tree SCM fits two
+    /// to three layers per dataset: about 300 page faults at 50 features and 1024 rows).
+    static SPARE_ORDERS: RefCell<Vec<Vec<u32>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Largest buffer kept for reuse (16 MiB); bigger fits allocate afresh.
+const SPARE_MAX: usize = 1 << 22;
+
+/// A buffer of at least `len` entries, reused from an earlier fit on this thread when one is
+/// spare. Its entries are stale: every user writes a range before reading it.
+fn take_order(len: usize) -> Vec<u32> {
+    let mut v = SPARE_ORDERS.with(|s| s.borrow_mut().pop()).unwrap_or_default();
+    if v.len() < len {
+        v.resize(len, 0);
+    }
+    v
+}
+
+/// Keeps `v` for the next fit on this thread (three at most, none beyond `SPARE_MAX`).
+fn give_order(v: Vec<u32>) {
+    if v.len() <= SPARE_MAX {
+        SPARE_ORDERS.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < 3 {
+                s.push(v);
+            }
+        });
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -211,6 +244,7 @@ mod lanes {
 }
 
 use lanes::F2;
+use std::cell::RefCell;
 
 /// Number of two-lane vectors per gradient row (outputs padded to an even count with
 /// zeros, which add nothing to sums and gains), as a compile-time or run-time value.
@@ -271,7 +305,7 @@ impl Bins {
         // Bins must fit above the row index in a u32 (this only binds beyond 2^24 rows).
         let bin_cap = 1usize << (32 - row_bits).min(usize::BITS - 1);
         let max_bin = max_bin.clamp(1, bin_cap);
-        let mut bins = Bins { n, row_bits, n_bins: Vec::new(), order: Vec::new() };
+        let mut bins = Bins { n, row_bits, n_bins: Vec::new(), order: take_order(p * n) };
         let mut keys: Vec<u64> = vec![0; n];
         let mut tmp: Vec<u64> = vec![0; n];
         let mut cuts: Vec<u32> = Vec::with_capacity(max_bin);
@@ -287,9 +321,8 @@ impl Bins {
             if distinct < 2 {
                 continue;
             }
-            let base = bins.order.len();
-            bins.order.resize(base + n, 0);
-            let out = &mut bins.order[base..];
+            let base = bins.n_bins.len() * n;
+            let out = &mut bins.order[base..base + n];
             if distinct <= max_bin {
                 // Every distinct value is its own bin, so any two values can be separated.
                 let mut bin = 0u32;
@@ -406,6 +439,8 @@ struct Ctx<'a, W: Width> {
     /// Scan rows with the four-lane AVX2 kernel (the CPU has it and rows are a multiple of
     /// four wide); it adds the same lanes in the same order, so the bits do not change.
     scan4: bool,
+    /// Partition with the AVX-512 kernel (the CPU has it and rows fit its bitset).
+    part512: bool,
 }
 
 /// Rows scanned per block of the split search: a block's candidates stay in L1. A power of
@@ -427,7 +462,9 @@ struct Candidates {
 struct Scratch {
     /// Gradients, `2 * nv` f64 per row (zero padded).
     grad: Vec<f64>,
-    goes_left: Vec<u8>,
+    /// Side of every row of the node being split, one bit per row (set: left), padded to
+    /// at least `PART_WORDS` words for the AVX-512 partition.
+    goes_left: Vec<u32>,
     order_a: Vec<u32>,
     order_b: Vec<u32>,
     nodes: Vec<Node>,
@@ -468,15 +505,16 @@ fn boost<W: Width>(w: W, o: usize, bins: &Bins, y: &[f32], params: &BoosterParam
         min_rows: (min_child_weight.ceil().max(1.0) as usize).min(n + 1),
         max_depth: params.max_depth,
         inv: (0..=n).map(|c| 1.0 / (c as f64 + lambda)).collect(),
-        scan4: avx2 && w.nv() % 2 == 0 && w.nv() <= 2 * SCAN4_MAX_V,
+        scan4: avx2 && w.nv().is_multiple_of(2) && w.nv() <= 2 * SCAN4_MAX_V,
+        part512: part512_available(n),
     };
     let order_len = bins.n_feat() * n;
     let level_cap = 1 << params.max_depth.min(12);
     let mut s = Scratch {
         grad: vec![0.0; n * os],
-        goes_left: vec![0; n],
-        order_a: vec![0; order_len],
-        order_b: vec![0; order_len],
+        goes_left: vec![0; n.div_ceil(32).max(PART_WORDS)],
+        order_a: take_order(order_len),
+        order_b: take_order(order_len),
         nodes: Vec::with_capacity(level_cap),
         next_nodes: Vec::with_capacity(level_cap),
         sums: Vec::with_capacity(level_cap * os),
@@ -488,6 +526,8 @@ fn boost<W: Width>(w: W, o: usize, bins: &Bins, y: &[f32], params: &BoosterParam
     for _ in 0..params.n_estimators {
         grow_tree(&ctx, &mut s, pred);
     }
+    give_order(s.order_a);
+    give_order(s.order_b);
 }
 
 /// Grows one depth-wise tree on the current residuals and adds it to `pred`.
@@ -553,14 +593,25 @@ fn grow_tree<W: Width>(ctx: &Ctx<'_, W>, s: &mut Scratch, pred: &mut [f32]) {
             next_sums.extend(total.iter().zip(best_left.iter()).map(|(t, l)| t - l));
             if children_split {
                 for &e in left_rows {
-                    goes_left[(e & mask) as usize] = 1;
+                    let r = e & mask;
+                    goes_left[(r >> 5) as usize] |= 1 << (r & 31);
                 }
                 for &e in right_rows {
-                    goes_left[(e & mask) as usize] = 0;
+                    let r = e & mask;
+                    goes_left[(r >> 5) as usize] &= !(1 << (r & 31));
                 }
                 for f in 0..n_feat {
                     let range = f * n + start..f * n + end;
-                    partition(&order[range.clone()], &mut dst[range], split.n_left, goes_left, mask);
+                    let (src, dst) = (&order[range.clone()], &mut dst[range]);
+                    #[cfg(target_arch = "x86_64")]
+                    if ctx.part512 {
+                        // SAFETY: the CPU has AVX-512F (`part512`, which also bounds rows below
+                        // 32 * PART_WORDS); goes_left holds at least PART_WORDS words, and src
+                        // has exactly n_left entries flagged left.
+                        unsafe { part512::partition(src, dst, split.n_left, goes_left, mask) };
+                        continue;
+                    }
+                    partition(src, dst, split.n_left, goes_left, mask);
                 }
                 next_nodes.push(Node { start, end: start + split.n_left });
                 next_nodes.push(Node { start: start + split.n_left, end });
@@ -733,7 +784,7 @@ mod scan4 {
     ) -> usize {
         let nv4 = w.nv() / 2;
         let os = 4 * nv4;
-        debug_assert!(w.nv() % 2 == 0 && nv4 <= MAX_V && rows.len() <= BLOCK + 1);
+        debug_assert!(w.nv().is_multiple_of(2) && nv4 <= MAX_V && rows.len() <= BLOCK + 1);
         debug_assert!(cols.len() >= BLOCK * os && n_left.len() >= BLOCK);
         let mut acc = [_mm256_setzero_pd(); MAX_V];
         let mut lanes = [0.0f64; 4 * MAX_V];
@@ -774,14 +825,88 @@ mod scan4 {
 
 /// Stable partition of one feature's node segment: rows flagged in `goes_left` first.
 #[inline]
-fn partition(src: &[u32], dst: &mut [u32], n_left: usize, goes_left: &[u8], mask: u32) {
+fn partition(src: &[u32], dst: &mut [u32], n_left: usize, goes_left: &[u32], mask: u32) {
     let (mut l, mut r) = (0usize, n_left);
     for &e in src {
         // Branch-free: the side is a coin flip the predictor cannot learn.
-        let is_left = usize::from(goes_left[(e & mask) as usize]);
+        let row = e & mask;
+        let is_left = ((goes_left[(row >> 5) as usize] >> (row & 31)) & 1) as usize;
         dst[if is_left != 0 { l } else { r }] = e;
         l += is_left;
         r += 1 - is_left;
+    }
+}
+
+/// Words of the row-side bitset the AVX-512 partition looks up in registers: rows below
+/// 1024, the prior's default sequence length and the common case.
+const PART_WORDS: usize = 32;
+
+/// Whether the stable partition may use its AVX-512 kernel for `n` rows.
+fn part512_available(n: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        n <= 32 * PART_WORDS && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = n;
+        false
+    }
+}
+
+/// The stable partition sixteen entries at a time: the side bits are looked up from the
+/// 32-word bitset held in two registers, and each side is compressed and stored under a
+/// mask, so no store reaches past its side's cursor.
+#[cfg(target_arch = "x86_64")]
+mod part512 {
+    use super::PART_WORDS;
+    use std::arch::x86_64::{
+        __m512i, _mm512_and_si512, _mm512_loadu_si512, _mm512_mask_storeu_epi32, _mm512_maskz_compress_epi32,
+        _mm512_permutex2var_epi32, _mm512_set1_epi32, _mm512_srli_epi32, _mm512_srlv_epi32, _mm512_test_epi32_mask,
+    };
+
+    /// Same result as `super::partition`.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `goes_left` holds at least PART_WORDS words; every entry's
+    /// row (`e & mask`) is below 32 * PART_WORDS; `dst` is as long as `src`, and exactly
+    /// `n_left` entries of `src` are flagged left.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn partition(src: &[u32], dst: &mut [u32], n_left: usize, goes_left: &[u32], mask: u32) {
+        debug_assert!(goes_left.len() >= PART_WORDS && dst.len() == src.len() && n_left <= src.len());
+        let (s0, d0, w0) = (src.as_ptr(), dst.as_mut_ptr(), goes_left.as_ptr());
+        // SAFETY (all blocks below): the caller's contract; loads read 16 entries of src
+        // below its length, and the masked stores write nl (16 - nl) entries from the left
+        // (right) cursor, which stay below n_left (src.len()) because exactly n_left entries
+        // go left.
+        unsafe {
+            let lo = _mm512_loadu_si512(w0.cast::<__m512i>());
+            let hi = _mm512_loadu_si512(w0.add(16).cast::<__m512i>());
+            let rows = _mm512_set1_epi32(mask as i32);
+            let (low5, one) = (_mm512_set1_epi32(31), _mm512_set1_epi32(1));
+            let (mut l, mut r) = (0usize, n_left);
+            let full = src.len() / 16;
+            for c in 0..full {
+                let e = _mm512_loadu_si512(s0.add(16 * c).cast::<__m512i>());
+                let row = _mm512_and_si512(e, rows);
+                let word = _mm512_permutex2var_epi32(lo, _mm512_srli_epi32::<5>(row), hi);
+                let left = _mm512_test_epi32_mask(_mm512_srlv_epi32(word, _mm512_and_si512(row, low5)), one);
+                let nl = left.count_ones() as usize;
+                let keep = |k: usize| ((1u32 << k) - 1) as u16;
+                _mm512_mask_storeu_epi32(d0.add(l).cast(), keep(nl), _mm512_maskz_compress_epi32(left, e));
+                _mm512_mask_storeu_epi32(d0.add(r).cast(), keep(16 - nl), _mm512_maskz_compress_epi32(!left, e));
+                l += nl;
+                r += 16 - nl;
+            }
+            for i in 16 * full..src.len() {
+                let e = *s0.add(i);
+                let row = e & mask;
+                let is_left = ((*w0.add((row >> 5) as usize) >> (row & 31)) & 1) as usize;
+                *d0.add(if is_left != 0 { l } else { r }) = e;
+                l += is_left;
+                r += 1 - is_left;
+            }
+        }
     }
 }
 
@@ -977,6 +1102,45 @@ mod tests {
             let slow = reference(&x, n, p, &y, o, &params);
             let d = max_abs_diff(&fast, &slow);
             assert!(d < 1e-5, "case {seed}: max diff {d}");
+        }
+    }
+
+    #[test]
+    fn partition_kernels_are_stable_filters() {
+        // Entries pack a bin above a 10-bit row, as `Bins` does; lengths cover empty
+        // segments, tails shorter than a 16-entry vector and full 1024-row segments.
+        let mask = (1u32 << 10) - 1;
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for len in (0..70).chain([255, 1024]) {
+            let mut rows: Vec<u32> = (0..1024).collect();
+            for i in (1..rows.len()).rev() {
+                rows.swap(i, (next() % (i as u64 + 1)) as usize);
+            }
+            let src: Vec<u32> = rows[..len].iter().map(|&r| ((next() % 300) as u32) << 10 | r).collect();
+            let mut goes_left = vec![0u32; PART_WORDS];
+            for w in goes_left.iter_mut() {
+                *w = next() as u32;
+            }
+            let side = |e: u32| (goes_left[((e & mask) >> 5) as usize] >> (e & 31)) & 1 == 1;
+            let expect: Vec<u32> =
+                src.iter().copied().filter(|&e| side(e)).chain(src.iter().copied().filter(|&e| !side(e))).collect();
+            let n_left = src.iter().filter(|&&e| side(e)).count();
+            let mut dst = vec![u32::MAX; len];
+            partition(&src, &mut dst, n_left, &goes_left, mask);
+            assert_eq!(dst, expect, "portable, {len} entries");
+            #[cfg(target_arch = "x86_64")]
+            if part512_available(1024) {
+                let mut dst = vec![u32::MAX; len];
+                // SAFETY: AVX-512F is present, rows are below 1024 and n_left counts the left side.
+                unsafe { part512::partition(&src, &mut dst, n_left, &goes_left, mask) };
+                assert_eq!(dst, expect, "AVX-512, {len} entries");
+            }
         }
     }
 
