@@ -584,8 +584,14 @@ fn lp_pow_dists(x: &Mat, c: &Mat, p: f32) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            unsafe { lp_pow_dists_fma(x, &ct, c.rows, p, &mut out) };
+            // SAFETY: the CPU supports the features the functions are compiled for.
+            unsafe {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    lp_pow_dists_avx512(x, &ct, c.rows, p, &mut out);
+                } else {
+                    lp_pow_dists_fma(x, &ct, c.rows, p, &mut out);
+                }
+            }
             return out;
         }
     }
@@ -596,6 +602,14 @@ fn lp_pow_dists(x: &Mat, c: &Mat, p: f32) -> Vec<f32> {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn lp_pow_dists_fma(x: &Mat, ct: &[f32], nc: usize, p: f32, out: &mut [f32]) {
+    lp_pow_dists_generic::<true>(x, ct, nc, p, out);
+}
+
+/// The same loops on 16 lanes (the same fused operations per element, so the same bits as
+/// the AVX2 build).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn lp_pow_dists_avx512(x: &Mat, ct: &[f32], nc: usize, p: f32, out: &mut [f32]) {
     lp_pow_dists_generic::<true>(x, ct, nc, p, out);
 }
 
@@ -666,42 +680,64 @@ fn lp_argmin(x: &Mat, c: &Mat, p: f32) -> Vec<usize> {
         return argmin_rows(&lp_pow_dists(x, c, p), c.rows.max(1));
     }
     let nc = c.rows;
-    let padded = nc.div_ceil(LANES) * LANES;
+    #[cfg(target_arch = "x86_64")]
+    let (fma, avx512) = (
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"),
+        std::arch::is_x86_feature_detected!("avx512f"),
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    let (fma, avx512) = (false, false);
+    let lanes = if fma && avx512 { WIDE_LANES } else { LANES };
+    let padded = nc.div_ceil(lanes) * lanes;
     // Transposed centres, padded with copies of the last centre (the padding lanes are never
     // candidates).
     let rows: Vec<usize> = (0..padded).map(|j| j.min(nc - 1)).collect();
     let ct = transpose(&c.take_rows(&rows).data, padded, x.cols);
     #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            return unsafe { lp_argmin_fma(x, &ct, nc, padded, p) };
-        }
+    if fma {
+        // SAFETY: the CPU supports the features the functions are compiled for.
+        return unsafe {
+            if avx512 { lp_argmin_avx512(x, &ct, nc, padded, p) } else { lp_argmin_fma(x, &ct, nc, padded, p) }
+        };
     }
-    lp_argmin_generic::<false>(x, &ct, nc, padded, p)
+    lp_argmin_generic::<false, LANES>(x, &ct, nc, padded, p)
 }
 
-/// Centres per block of [`lp_argmin`]: one AVX2 vector.
+/// Centres per block of [`lp_argmin`]: one AVX2 vector, or one AVX-512 vector. The block
+/// width only changes how early a block can be abandoned, never a sum or the result.
 const LANES: usize = 8;
+const WIDE_LANES: usize = 16;
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn lp_argmin_fma(x: &Mat, ct: &[f32], nc: usize, padded: usize, p: f32) -> Vec<usize> {
-    lp_argmin_generic::<true>(x, ct, nc, padded, p)
+    lp_argmin_generic::<true, LANES>(x, ct, nc, padded, p)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn lp_argmin_avx512(x: &Mat, ct: &[f32], nc: usize, padded: usize, p: f32) -> Vec<usize> {
+    lp_argmin_generic::<true, WIDE_LANES>(x, ct, nc, padded, p)
 }
 
 #[inline(always)]
-fn lp_argmin_generic<const FMA: bool>(x: &Mat, ct: &[f32], nc: usize, padded: usize, p: f32) -> Vec<usize> {
+fn lp_argmin_generic<const FMA: bool, const L: usize>(
+    x: &Mat,
+    ct: &[f32],
+    nc: usize,
+    padded: usize,
+    p: f32,
+) -> Vec<usize> {
     let d = x.cols;
     let mut idx = Vec::with_capacity(x.rows);
     for r in 0..x.rows {
         let xr = x.row(r);
         let (mut best, mut best_j) = (0.0f32, 0usize);
-        for j0 in (0..padded).step_by(LANES) {
-            let mut sums = [0.0f32; LANES];
+        for j0 in (0..padded).step_by(L) {
+            let mut sums = [0.0f32; L];
             let mut abandoned = false;
             for (k, &xv) in xr.iter().enumerate() {
-                let cr = &ct[k * padded + j0..k * padded + j0 + LANES];
+                let cr = &ct[k * padded + j0..k * padded + j0 + L];
                 for (a, &cv) in sums.iter_mut().zip(cr) {
                     *a += fastmath::pow_abs_nz::<FMA>(xv - cv, p);
                 }
@@ -801,17 +837,22 @@ fn gp(ctx: &mut Ctx, x: &Mat, out: usize) -> Mat {
                 tfm[i * d + j] *= w[i] * scale;
             }
         }
-        // freqs = tfm @ f, (d x P); stored transposed.
+        // freqs = tfm @ f, (d x P), accumulated row by row so the inner loop runs over
+        // contiguous frequencies, then stored transposed. Each entry sums over j in
+        // ascending order either way.
+        let mut freqs = vec![0.0f32; d * P];
         for i in 0..d {
+            let row = &mut freqs[i * P..(i + 1) * P];
             for j in 0..d {
                 let t = tfm[i * d + j];
                 if t != 0.0 {
-                    for p in 0..P {
-                        freqs_t[p * d + i] += t * f[j * P + p];
+                    for (acc, &fv) in row.iter_mut().zip(&f[j * P..(j + 1) * P]) {
+                        *acc += t * fv;
                     }
                 }
             }
         }
+        freqs_t = transpose(&freqs, d, P);
     }
     let bias: Vec<f32> = (0..P).map(|_| (2.0 * std::f64::consts::PI * ctx.rng.uniform()) as f32).collect();
     let mut weights = ctx.gauss_vec(P * out); // (P x out)
@@ -825,12 +866,23 @@ fn gp(ctx: &mut Ctx, x: &Mat, out: usize) -> Mat {
 fn cos_rows(data: &mut [f32], bias: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports the feature the function is compiled for.
+            unsafe { cos_rows_avx512(data, bias) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above.
             unsafe { cos_rows_avx2(data, bias) };
             return;
         }
     }
+    cos_rows_generic(data, bias);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn cos_rows_avx512(data: &mut [f32], bias: &[f32]) {
     cos_rows_generic(data, bias);
 }
 
@@ -905,6 +957,58 @@ mod lp_tests {
             let want = argmin_rows(&lp_pow_dists(&x, &c, p), nc);
             assert_eq!(lp_argmin(&x, &c, p), want, "n={n} nc={nc} d={d} p={p}");
             assert!(want.iter().all(|&j| j != nc - 1), "ties go to the first of equal centres");
+        }
+    }
+
+    #[test]
+    fn avx512_builds_give_the_avx2_bits() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if !(has!("avx512f") && has!("avx2") && has!("fma")) {
+                return; // nothing to compare on this CPU
+            }
+            let mut r = crate::rng::Rng::from_state([9, 10, 11, 12]);
+            // 37 centres and 1003 phases: remainders after 8- and 16-lane vectors.
+            let (n, nc, d) = (61usize, 37usize, 13usize);
+            let mut xs = vec![0.0f32; n * d];
+            r.fill_normal(&mut xs, 0.0, 2.0);
+            let x = Mat::from_vec(n, d, xs);
+            let c = x.take_rows(&(0..nc).map(|i| (i * 5) % n).collect::<Vec<_>>());
+            let ct = transpose(&c.data, nc, d);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+            for p in [0.7f32, 1.0, 2.0, 3.3] {
+                let (mut a, mut b) = (vec![0.0f32; n * nc], vec![0.0f32; n * nc]);
+                // SAFETY: the CPU has every feature checked above.
+                unsafe {
+                    lp_pow_dists_fma(&x, &ct, nc, p, &mut a);
+                    lp_pow_dists_avx512(&x, &ct, nc, p, &mut b);
+                }
+                assert_eq!(bits(&a), bits(&b), "lp_pow_dists, p = {p}");
+                let pad = |lanes: usize| {
+                    let padded = nc.div_ceil(lanes) * lanes;
+                    let rows: Vec<usize> = (0..padded).map(|j| j.min(nc - 1)).collect();
+                    (transpose(&c.take_rows(&rows).data, padded, d), padded)
+                };
+                let ((c8, p8), (c16, p16)) = (pad(LANES), pad(WIDE_LANES));
+                // SAFETY: as above.
+                let (i8, i16) = unsafe { (lp_argmin_fma(&x, &c8, nc, p8, p), lp_argmin_avx512(&x, &c16, nc, p16, p)) };
+                assert_eq!(i8, i16, "lp_argmin, p = {p}");
+            }
+            let mut phases = vec![0.0f32; 1003];
+            r.fill_normal(&mut phases, 0.0, 30.0);
+            phases[5] = 3e15; // the libm row
+            let bias: Vec<f32> = (0..17).map(|i| i as f32 * 0.37).collect();
+            let phases = &phases[..59 * 17];
+            let (mut a, mut b, mut g) = (phases.to_vec(), phases.to_vec(), phases.to_vec());
+            // SAFETY: as above.
+            unsafe {
+                cos_rows_avx2(&mut a, &bias);
+                cos_rows_avx512(&mut b, &bias);
+            }
+            cos_rows_generic(&mut g, &bias);
+            assert_eq!(bits(&a), bits(&b), "cos_rows");
+            assert_eq!(bits(&a), bits(&g), "cos_rows, portable");
         }
     }
 
