@@ -460,8 +460,9 @@ struct Candidates {
 
 /// Buffers reused across trees and levels.
 struct Scratch {
-    /// Gradients, `2 * nv` f64 per row (zero padded).
-    grad: Vec<f64>,
+    /// Gradients, `2 * nv` f32 per row (zero padded): stored as XGBoost rounds them and
+    /// widened to f64 where summed, so the rows the scan gathers take half the cache.
+    grad: Vec<f32>,
     /// Side of every row of the node being split, one bit per row (set: left), padded to
     /// at least `PART_WORDS` words for the AVX-512 partition.
     goes_left: Vec<u32>,
@@ -539,17 +540,17 @@ fn grow_tree<W: Width>(ctx: &Ctx<'_, W>, s: &mut Scratch, pred: &mut [f32]) {
     let mask = ctx.bins.row_mask();
 
     // Squared error: gradient pred - y, hessian 1. The gradient is rounded to f32 as
-    // XGBoost stores it, then widened once here rather than in the scan.
+    // XGBoost stores it.
     for ((g, p), t) in s.grad.chunks_exact_mut(os).zip(pred.chunks_exact(o)).zip(ctx.y.chunks_exact(o)) {
         for j in 0..o {
-            g[j] = f64::from(p[j] - t[j]);
+            g[j] = p[j] - t[j];
         }
     }
     s.sums.clear();
     s.sums.resize(os, 0.0);
     for row in s.grad.chunks_exact(os) {
         for (acc, &g) in s.sums.iter_mut().zip(row) {
-            *acc += g;
+            *acc += f64::from(g);
         }
     }
     if n_feat == 0 || ctx.max_depth == 0 {
@@ -646,7 +647,7 @@ fn find_split<W: Width>(
     start: usize,
     end: usize,
     total: &[f64],
-    grad: &[f64],
+    grad: &[f32],
     cand: &mut Candidates,
     best_left: &mut [f64],
 ) -> Option<Split> {
@@ -699,7 +700,7 @@ fn find_split<W: Width>(
                     let slot = k & (BLOCK - 1);
                     let out = &mut cols[slot * os..slot * os + os];
                     for v in 0..nv {
-                        left[v] = left[v].add(F2::load(&g[2 * v..]));
+                        left[v] = left[v].add(F2::new(f64::from(g[2 * v]), f64::from(g[2 * v + 1])));
                         left[v].store(&mut out[2 * v..]);
                     }
                     n_left[slot] = (block + i) as u32 + 1;
@@ -789,9 +790,9 @@ const SCAN4_MAX_V: usize = 4;
 mod scan4 {
     use super::{BLOCK, F2, SCAN4_MAX_V as MAX_V, Width};
     use std::arch::x86_64::{
-        __m128i, __m256d, _mm_loadu_si128, _mm_set1_epi32, _mm_sub_epi32, _mm256_add_pd, _mm256_i32gather_pd,
-        _mm256_loadu_pd, _mm256_mul_pd, _mm256_permute2f128_pd, _mm256_set1_pd, _mm256_setzero_pd, _mm256_storeu_pd,
-        _mm256_sub_pd, _mm256_unpackhi_pd, _mm256_unpacklo_pd,
+        __m128i, __m256d, _mm_loadu_ps, _mm_loadu_si128, _mm_set1_epi32, _mm_sub_epi32, _mm256_add_pd, _mm256_cvtps_pd,
+        _mm256_i32gather_pd, _mm256_loadu_pd, _mm256_mul_pd, _mm256_permute2f128_pd, _mm256_set1_pd, _mm256_setzero_pd,
+        _mm256_storeu_pd, _mm256_sub_pd, _mm256_unpackhi_pd, _mm256_unpacklo_pd,
     };
 
     /// Walks `rows` (entries of one block plus the next row, or the segment's last row),
@@ -808,7 +809,7 @@ mod scan4 {
     pub unsafe fn scan<W: Width>(
         w: W,
         rows: &[u32],
-        grad: &[f64],
+        grad: &[f32],
         cols: &mut [f64],
         n_left: &mut [u32],
         first: u32,
@@ -838,7 +839,7 @@ mod scan4 {
                 let slot = k & (BLOCK - 1);
                 let out = c0.add(slot * os);
                 for (v, a) in acc.iter_mut().enumerate().take(nv4) {
-                    *a = _mm256_add_pd(*a, _mm256_loadu_pd(g.add(4 * v)));
+                    *a = _mm256_add_pd(*a, _mm256_cvtps_pd(_mm_loadu_ps(g.add(4 * v))));
                     _mm256_storeu_pd(out.add(4 * v), *a);
                 }
                 *n0.add(slot) = first + i as u32 + 1;
