@@ -1197,6 +1197,8 @@ mod tests {
             (200, 4, 9, 2, 3, 5.0),
             (120, 3, 17, 3, 2, 1.0),
             (257, 7, 2, 5, 2, 1.0),
+            // Beyond 1024 rows the partition takes its portable path on every CPU.
+            (1100, 4, 2, 3, 2, 1.0),
         ];
         for (seed, &(n, p, o, depth, rounds, mcw)) in cases.iter().enumerate() {
             let mut x = normals(n * p, seed as u64 + 1);
