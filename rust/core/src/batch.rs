@@ -375,10 +375,15 @@ fn generate_scm(
             }
         };
         let keep = non_constant_columns(&p.x, rows, raw.cols);
-        let mut x: Vec<f32> = Vec::with_capacity(rows * keep.len());
-        for r in 0..rows {
-            x.extend(keep.iter().map(|&c| p.x[r * raw.cols + c]));
-        }
+        let mut x: Vec<f32> = if keep.len() == raw.cols {
+            p.x // every column kept (the usual case): no copy
+        } else {
+            let mut x = Vec::with_capacity(rows * keep.len());
+            for r in 0..rows {
+                x.extend(keep.iter().map(|&c| p.x[r * raw.cols + c]));
+            }
+            x
+        };
         let mut y = p.y;
         let d = keep.len();
         let mut valid = finite && d > 0;
