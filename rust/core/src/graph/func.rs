@@ -576,8 +576,9 @@ fn tree_ensemble(ctx: &mut Ctx, x: &Mat, out: usize) -> Mat {
 /// `sum_k |x_k - c_k|^p` for every row and centre (rows x centres), the p-th power of the
 /// L_p distance (monotone in it, so argmin is unchanged). The centres are transposed so the
 /// inner loop runs over centres without a reduction and vectorises; on AVX2 machines the
-/// same code is compiled for 8 lanes, with fused multiply-adds where the CPU has FMA (as the
-/// matrix products, this makes the last bits machine-dependent).
+/// same code is compiled for 8 lanes (16 with AVX-512, the same bits), with fused
+/// multiply-adds where the CPU has FMA (as the matrix products, this makes the last bits
+/// depend on whether the CPU has FMA).
 fn lp_pow_dists(x: &Mat, c: &Mat, p: f32) -> Vec<f32> {
     let ct = transpose(&c.data, c.rows, x.cols);
     let mut out = vec![0.0f32; x.rows * c.rows];
@@ -669,7 +670,7 @@ pub fn nearest_centre(ctx: &mut Ctx, x: &Mat, n_centers: usize, p_name: &'static
 /// For every row, the first centre with the least `sum_k |x_k - c_k|^p`: what
 /// `argmin_rows(lp_pow_dists(..))` gives, bit for bit, with less work for general p.
 ///
-/// Centres go by blocks of 8 lanes, each block's sums built over the inputs in the same order
+/// Centres go by blocks of 8 lanes (16 with AVX-512), each block's sums built over the inputs in the same order
 /// and with the same terms as [`lp_pow_dists`]; every 4 inputs a block is abandoned once all
 /// its partial sums exceed the best full sum so far. The terms are non-negative, so a partial
 /// sum only grows: an abandoned centre can neither be the minimum nor tie with it, and NaN
@@ -812,13 +813,15 @@ fn gp(ctx: &mut Ctx, x: &Mat, out: usize) -> Mat {
     let d = x.cols;
     let invcdf = |u: f64| ((u.clamp(1e-6, 1.0 - 1e-6)).powf(1.0 / (1.0 - a)) - 1.0) as f32;
     // freqs stored transposed, (P x d), so x @ freqs is a matmul_t.
-    let mut freqs_t = vec![0.0f32; P * d];
+    let freqs_t;
     if ctx.boolean("generalized_gp_use_product_kernel") {
+        let mut product = vec![0.0f32; P * d];
         for i in 0..d {
             for p in 0..P {
-                freqs_t[p * d + i] = invcdf(ctx.rng.uniform());
+                product[p * d + i] = invcdf(ctx.rng.uniform());
             }
         }
+        freqs_t = product;
     } else {
         let radial: Vec<f32> = (0..P).map(|_| invcdf(ctx.rng.uniform())).collect();
         let dirs = ctx.gauss_vec(d * P); // (d x P)
