@@ -670,12 +670,13 @@ pub fn nearest_centre(ctx: &mut Ctx, x: &Mat, n_centers: usize, p_name: &'static
 /// For every row, the first centre with the least `sum_k |x_k - c_k|^p`: what
 /// `argmin_rows(lp_pow_dists(..))` gives, bit for bit, with less work for general p.
 ///
-/// Centres go by blocks of 8 lanes (16 with AVX-512), each block's sums built over the inputs in the same order
-/// and with the same terms as [`lp_pow_dists`]; every 4 inputs a block is abandoned once all
-/// its partial sums exceed the best full sum so far. The terms are non-negative, so a partial
-/// sum only grows: an abandoned centre can neither be the minimum nor tie with it, and NaN
-/// sums, which compare false, are never abandoned (they lose every comparison, as in
-/// `argmin_rows`). The first centre seeds the best value, again as `argmin_rows` does.
+/// Centres go by blocks of 8 lanes (16 with AVX-512), each block's sums built over the inputs
+/// in the same order and with the same terms as [`lp_pow_dists`]; every 4 inputs a block is
+/// abandoned once all its partial sums exceed the best full sum so far. The terms are
+/// non-negative, so a partial sum only grows: an abandoned centre can neither be the minimum
+/// nor tie with it, and NaN sums, which compare false, are never abandoned (they lose every
+/// comparison, as in `argmin_rows`). The first centre seeds the best value, again as
+/// `argmin_rows` does.
 fn lp_argmin(x: &Mat, c: &Mat, p: f32) -> Vec<usize> {
     if lp_kind(p) != 0 || c.rows == 0 || x.cols == 0 {
         return argmin_rows(&lp_pow_dists(x, c, p), c.rows.max(1));
