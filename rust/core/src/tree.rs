@@ -941,7 +941,14 @@ mod scan4 {
 /// Stable partition of one feature's node segment: rows flagged in `goes_left` first.
 #[inline]
 fn partition(src: &[u32], dst: &mut [u32], n_left: usize, goes_left: &[u32], mask: u32) {
-    let (mut l, mut r) = (0usize, n_left);
+    partition_from(src, dst, (0, n_left), goes_left, mask);
+}
+
+/// The loop of `partition` with the left and right cursors starting at `at`; returns where
+/// they end (the AVX-512 kernel finishes its tail with it).
+#[inline]
+fn partition_from(src: &[u32], dst: &mut [u32], at: (usize, usize), goes_left: &[u32], mask: u32) -> (usize, usize) {
+    let (mut l, mut r) = at;
     for &e in src {
         // Branch-free: the side is a coin flip the predictor cannot learn.
         let row = e & mask;
@@ -950,6 +957,7 @@ fn partition(src: &[u32], dst: &mut [u32], n_left: usize, goes_left: &[u32], mas
         l += is_left;
         r += 1 - is_left;
     }
+    (l, r)
 }
 
 /// Words of the row-side bitset the AVX-512 partition looks up in registers: rows below
@@ -983,6 +991,8 @@ mod part512 {
     pub unsafe fn partition(src: &[u32], dst: &mut [u32], n_left: usize, goes_left: &[u32], mask: u32) {
         debug_assert!(goes_left.len() >= PART_WORDS && dst.len() == src.len() && n_left <= src.len());
         let (s0, d0, w0) = (src.as_ptr(), dst.as_mut_ptr(), goes_left.as_ptr());
+        let full = src.len() / 16;
+        let (mut l, mut r) = (0usize, n_left);
         // SAFETY (all blocks below): the caller's contract; loads read 16 entries of src
         // below its length, and the masked stores write nl (16 - nl) entries from the left
         // (right) cursor, which stay below n_left (src.len()) because exactly n_left entries
@@ -992,8 +1002,6 @@ mod part512 {
             let hi = _mm512_loadu_si512(w0.add(16).cast::<__m512i>());
             let rows = _mm512_set1_epi32(mask as i32);
             let (low5, one) = (_mm512_set1_epi32(31), _mm512_set1_epi32(1));
-            let (mut l, mut r) = (0usize, n_left);
-            let full = src.len() / 16;
             for c in 0..full {
                 let e = _mm512_loadu_si512(s0.add(16 * c).cast::<__m512i>());
                 let row = _mm512_and_si512(e, rows);
@@ -1007,16 +1015,10 @@ mod part512 {
                 r += 16 - nl;
             }
             debug_assert!(l <= n_left && r <= src.len(), "more entries flagged left than n_left");
-            for i in 16 * full..src.len() {
-                let e = *s0.add(i);
-                let row = e & mask;
-                let is_left = ((*w0.add((row >> 5) as usize) >> (row & 31)) & 1) as usize;
-                *d0.add(if is_left != 0 { l } else { r }) = e;
-                l += is_left;
-                r += 1 - is_left;
-            }
-            debug_assert!(l == n_left && r == src.len(), "n_left must count the entries flagged left");
         }
+        // Fewer than 16 entries remain: the portable loop (bounds-checked) takes them.
+        let (l, r) = super::partition_from(&src[16 * full..], dst, (l, r), goes_left, mask);
+        debug_assert!(l == n_left && r == src.len(), "n_left must count the entries flagged left");
     }
 }
 

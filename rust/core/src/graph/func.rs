@@ -814,15 +814,14 @@ fn gp(ctx: &mut Ctx, x: &Mat, out: usize) -> Mat {
     let d = x.cols;
     let invcdf = |u: f64| ((u.clamp(1e-6, 1.0 - 1e-6)).powf(1.0 / (1.0 - a)) - 1.0) as f32;
     // freqs stored transposed, (P x d), so x @ freqs is a matmul_t.
-    let freqs_t;
-    if ctx.boolean("generalized_gp_use_product_kernel") {
+    let freqs_t = if ctx.boolean("generalized_gp_use_product_kernel") {
         let mut product = vec![0.0f32; P * d];
         for i in 0..d {
             for p in 0..P {
                 product[p * d + i] = invcdf(ctx.rng.uniform());
             }
         }
-        freqs_t = product;
+        product
     } else {
         let radial: Vec<f32> = (0..P).map(|_| invcdf(ctx.rng.uniform())).collect();
         let dirs = ctx.gauss_vec(d * P); // (d x P)
@@ -856,8 +855,8 @@ fn gp(ctx: &mut Ctx, x: &Mat, out: usize) -> Mat {
                 }
             }
         }
-        freqs_t = transpose(&freqs, d, P);
-    }
+        transpose(&freqs, d, P)
+    };
     let bias: Vec<f32> = (0..P).map(|_| (2.0 * std::f64::consts::PI * ctx.rng.uniform()) as f32).collect();
     let mut weights = ctx.gauss_vec(P * out); // (P x out)
     weights.iter_mut().for_each(|v| *v /= (P as f32).sqrt());
