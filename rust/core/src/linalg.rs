@@ -47,9 +47,184 @@ unsafe fn sgemm_wt(
     out: *mut f32,
     ldo: usize,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if m <= gemm512::MAX_M && std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F; the rest is the caller's contract.
+            unsafe { gemm512::sgemm_wt(n, k, m, a, lda, w, ldw, beta, out, ldo) };
+            return;
+        }
+    }
     // SAFETY: the caller's contract.
     unsafe {
         matrixmultiply::sgemm(n, k, m, 1.0, a, lda as isize, 1, w, 1, ldw as isize, beta, out, ldo as isize, 1);
+    }
+}
+
+/// The product of [`sgemm_wt`] on AVX-512 without packing `a`: the weight is transposed once
+/// into a per-thread buffer (a few KB: layers are narrow), and tiles of 8 rows by 32 columns
+/// are accumulated in registers straight from `a`'s rows. matrixmultiply packs every panel
+/// of `a` first, which cost as much as its kernel here. Each output is the same fused
+/// multiply-add chain over k as matrixmultiply's (blocks of its 256 k, each added to the
+/// output as `block + beta * out`), so the bits are the same.
+#[cfg(target_arch = "x86_64")]
+mod gemm512 {
+    use std::arch::x86_64::{
+        __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
+        _mm512_mul_ps, _mm512_set1_ps, _mm512_setzero_ps,
+    };
+    use std::cell::RefCell;
+
+    /// matrixmultiply's k block for f32 (`S_KC`).
+    const KC: usize = 256;
+    /// Rows per tile.
+    const ROWS: usize = 8;
+    /// Widest output handled here; wider products go to matrixmultiply, whose packed panels
+    /// pay off there.
+    pub const MAX_M: usize = 512;
+
+    thread_local! {
+        static WT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// `out = a * w^T + beta * out`, as `super::sgemm_wt`.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; every row and column addressed by the shapes and strides
+    /// lies inside its allocation.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn sgemm_wt(
+        n: usize,
+        k: usize,
+        m: usize,
+        a: *const f32,
+        lda: usize,
+        w: *const f32,
+        ldw: usize,
+        beta: f32,
+        out: *mut f32,
+        ldo: usize,
+    ) {
+        // w^T, k rows of m columns padded to whole vectors with zeros (never stored).
+        let mp = m.next_multiple_of(16);
+        WT.with_borrow_mut(|wt| {
+            wt.clear();
+            wt.resize(k * mp, 0.0);
+            for j in 0..m {
+                for kk in 0..k {
+                    // SAFETY: row j < m, column kk < k of w.
+                    wt[kk * mp + j] = unsafe { *w.add(j * ldw + kk) };
+                }
+            }
+            for k0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - k0);
+                let beta = if k0 == 0 { beta } else { 1.0 };
+                for j0 in (0..m).step_by(32) {
+                    let cols = (m - j0).min(32);
+                    let b = wt[k0 * mp + j0..].as_ptr();
+                    // SAFETY: rows i0.. of a and out, columns k0.. of a and j0.. of out are
+                    // inside them by the caller's contract; b has kc rows of mp >= j0 + 32
+                    // (or j0 + 16 where cols <= 16) columns from its start.
+                    unsafe {
+                        let (a, out) = (a.add(k0), out.add(j0));
+                        let mut i0 = 0;
+                        while i0 < n {
+                            let rows = ROWS.min(n - i0);
+                            let (ai, oi) = (a.add(i0 * lda), out.add(i0 * ldo));
+                            if cols > 16 {
+                                tiles::<2>(rows, ai, lda, b, mp, kc, oi, ldo, cols, beta);
+                            } else {
+                                tiles::<1>(rows, ai, lda, b, mp, kc, oi, ldo, cols, beta);
+                            }
+                            i0 += rows;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// One tile of `rows` (1 to 8) rows by C vectors of 16 columns (`cols` of them real).
+    ///
+    /// # Safety
+    /// As [`sgemm_wt`], for the tile's rows and columns; `b` holds kc rows of `ldb` >= 16 C
+    /// columns.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tiles<const C: usize>(
+        rows: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        ldb: usize,
+        kc: usize,
+        out: *mut f32,
+        ldo: usize,
+        cols: usize,
+        beta: f32,
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            match rows {
+                8 => tile::<8, C>(a, lda, b, ldb, kc, out, ldo, cols, beta),
+                7 => tile::<7, C>(a, lda, b, ldb, kc, out, ldo, cols, beta),
+                6 => tile::<6, C>(a, lda, b, ldb, kc, out, ldo, cols, beta),
+                5 => tile::<5, C>(a, lda, b, ldb, kc, out, ldo, cols, beta),
+                4 => tile::<4, C>(a, lda, b, ldb, kc, out, ldo, cols, beta),
+                3 => tile::<3, C>(a, lda, b, ldb, kc, out, ldo, cols, beta),
+                2 => tile::<2, C>(a, lda, b, ldb, kc, out, ldo, cols, beta),
+                _ => tile::<1, C>(a, lda, b, ldb, kc, out, ldo, cols, beta),
+            }
+        }
+    }
+
+    /// # Safety
+    /// As [`tiles`], with R rows.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    unsafe fn tile<const R: usize, const C: usize>(
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        ldb: usize,
+        kc: usize,
+        out: *mut f32,
+        ldo: usize,
+        cols: usize,
+        beta: f32,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); C]; R];
+        // SAFETY: the caller's contract: a has R rows of kc, b kc rows of 16 C, out R rows of
+        // `cols` (the masks keep loads and stores inside them).
+        unsafe {
+            for kk in 0..kc {
+                let bv: [__m512; C] = std::array::from_fn(|j| _mm512_loadu_ps(b.add(kk * ldb + 16 * j)));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*a.add(r * lda + kk));
+                    for (s, &v) in acc.iter_mut().zip(&bv) {
+                        *s = _mm512_fmadd_ps(av, v, *s);
+                    }
+                }
+            }
+            let mask = |j: usize| -> u16 {
+                let live = cols.saturating_sub(16 * j).min(16);
+                ((1u32 << live) - 1) as u16
+            };
+            for (r, acc) in acc.iter().enumerate() {
+                for (j, &s) in acc.iter().enumerate() {
+                    let p = out.add(r * ldo + 16 * j);
+                    // With beta = 0 the output is only written (it may hold anything).
+                    let v = if beta == 0.0 {
+                        s
+                    } else {
+                        _mm512_add_ps(s, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask(j), p), _mm512_set1_ps(beta)))
+                    };
+                    _mm512_mask_storeu_ps(p, mask(j), v);
+                }
+            }
+        }
     }
 }
 
@@ -129,6 +304,49 @@ mod tests {
             for j in 0..m {
                 let want: f32 = b[j] + (0..k).map(|t| a[i * k + t] * w[j * k + t]).sum::<f32>();
                 assert!((out[i * m + j] - want).abs() < 1e-5);
+            }
+        }
+    }
+
+    /// The AVX-512 product against matrixmultiply's, bit for bit: odd shapes around the tile
+    /// sizes, k beyond one 256 block, both betas, row strides wider than the rows.
+    #[test]
+    fn own_product_equals_matrixmultiply_bit_for_bit() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            for &(n, k, m) in
+                &[(1, 1, 1), (9, 3, 5), (17, 40, 16), (33, 7, 33), (64, 300, 31), (100, 513, 70), (8, 2, 48)]
+            {
+                let (lda, ldw, ldo) = (k + 3, k + 1, m + 2);
+                let a: Vec<f32> = (0..n * lda).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+                let w: Vec<f32> = (0..m * ldw).map(|i| (i as f32 * 0.11).cos()).collect();
+                for beta in [0.0, 1.0, 0.5] {
+                    let start: Vec<f32> = (0..n * ldo).map(|i| (i as f32 * 0.05).cos()).collect();
+                    let (mut want, mut got) = (start.clone(), start);
+                    // SAFETY: the shapes and strides stay inside the vectors built above; the
+                    // CPU supports AVX-512F.
+                    unsafe {
+                        matrixmultiply::sgemm(
+                            n,
+                            k,
+                            m,
+                            1.0,
+                            a.as_ptr(),
+                            lda as isize,
+                            1,
+                            w.as_ptr(),
+                            1,
+                            ldw as isize,
+                            beta,
+                            want.as_mut_ptr(),
+                            ldo as isize,
+                            1,
+                        );
+                        gemm512::sgemm_wt(n, k, m, a.as_ptr(), lda, w.as_ptr(), ldw, beta, got.as_mut_ptr(), ldo);
+                    }
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&want), bits(&got), "n={n} k={k} m={m} beta={beta}");
+                }
             }
         }
     }
