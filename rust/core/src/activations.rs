@@ -491,9 +491,14 @@ fn rotate_accumulate(c: &mut [f64], s: &mut [f64], cr: &[f64], sr: &[f64], w: [&
     assert!(out.dg.len() == out.g.len() && out.d2g.len() == out.g.len());
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features the function is compiled for, and the
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports the feature the function is compiled for, and the
             // slices have the lengths asserted above.
+            unsafe { rotate_accumulate_avx512(c, s, cr, sr, w, out) };
+            return;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: as above.
             unsafe { rotate_accumulate_avx2(c, s, cr, sr, w, out) };
             return;
         }
@@ -541,6 +546,66 @@ unsafe fn rotate_accumulate_avx2(c: &mut [f64], s: &mut [f64], cr: &[f64], sr: &
         *gj = hsum(_mm256_add_pd(acc[0], acc[3]));
         *dj = hsum(_mm256_add_pd(acc[1], acc[4]));
         *d2j = hsum(_mm256_add_pd(acc[2], acc[5]));
+    }
+}
+
+/// [`rotate_accumulate_avx2`] on 8-lane vectors, two nodes per pass over the terms: the
+/// phasors rotated for the first node feed the second from registers, so the weights and
+/// rotations are loaded once per two nodes. Lane l of an accumulator holds the terms that
+/// lane l % 4 of the AVX2 kernel's accumulator l / 4 holds, and the reduction adds them in
+/// its order, so the bits are the same. Safety: AVX-512F present, every slice of `c.len()`
+/// elements, a multiple of [`LANES`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn rotate_accumulate_avx512(c: &mut [f64], s: &mut [f64], cr: &[f64], sr: &[f64], w: [&[f64]; 3], out: Sums) {
+    use std::arch::x86_64::*;
+    let n = c.len();
+    let (cp, sp) = (c.as_mut_ptr(), s.as_mut_ptr());
+    let (crp, srp) = (cr.as_ptr(), sr.as_ptr());
+    let (ap, bp, ep) = (w[0].as_ptr(), w[1].as_ptr(), w[2].as_ptr());
+    let hsum = |v: __m512d| {
+        let q = _mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd::<1>(v));
+        let mut lanes = [0.0f64; 4];
+        // SAFETY: `lanes` holds 4 f64.
+        unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), q) };
+        (lanes[0] + lanes[1]) + (lanes[2] + lanes[3])
+    };
+    let rotate = |ck: __m512d, sk: __m512d, rc: __m512d, rs: __m512d| {
+        (_mm512_fmsub_pd(ck, rc, _mm512_mul_pd(sk, rs)), _mm512_fmadd_pd(sk, rc, _mm512_mul_pd(ck, rs)))
+    };
+    let nodes = out.g.len();
+    let mut j = 0;
+    while j < nodes {
+        let two = j + 1 < nodes;
+        let mut acc = [_mm512_setzero_pd(); 6];
+        let mut i = 0;
+        while i < n {
+            // SAFETY: i + 8 <= n (n is a multiple of 8) for every slice read or written.
+            unsafe {
+                let (ck, sk) = (_mm512_loadu_pd(cp.add(i)), _mm512_loadu_pd(sp.add(i)));
+                let (a, b, e) = (_mm512_loadu_pd(ap.add(i)), _mm512_loadu_pd(bp.add(i)), _mm512_loadu_pd(ep.add(i)));
+                let (rc, rs) = (_mm512_loadu_pd(crp.add(i)), _mm512_loadu_pd(srp.add(i)));
+                acc[0] = _mm512_fmadd_pd(a, sk, acc[0]);
+                acc[1] = _mm512_fmadd_pd(b, ck, acc[1]);
+                acc[2] = _mm512_fmadd_pd(e, sk, acc[2]);
+                let (mut ck, mut sk) = rotate(ck, sk, rc, rs);
+                if two {
+                    acc[3] = _mm512_fmadd_pd(a, sk, acc[3]);
+                    acc[4] = _mm512_fmadd_pd(b, ck, acc[4]);
+                    acc[5] = _mm512_fmadd_pd(e, sk, acc[5]);
+                    (ck, sk) = rotate(ck, sk, rc, rs);
+                }
+                _mm512_storeu_pd(cp.add(i), ck);
+                _mm512_storeu_pd(sp.add(i), sk);
+            }
+            i += LANES;
+        }
+        for (h, node) in [j, j + 1].into_iter().enumerate().take(1 + usize::from(two)) {
+            out.g[node] = hsum(acc[3 * h]);
+            out.dg[node] = hsum(acc[3 * h + 1]);
+            out.d2g[node] = hsum(acc[3 * h + 2]);
+        }
+        j += 1 + usize::from(two);
     }
 }
 
@@ -717,6 +782,44 @@ mod tests {
             for (build, got) in builds {
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     assert!(g.to_bits() == w.to_bits(), "{name}, {build}: element {i} is {g}, portable {w}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn phasor_kernels_agree_bit_for_bit() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+            let mut rng = Key::new(12, [domain::TEST, 102, 0, 0]).rng();
+            let n = 264;
+            let mut draw = |scale: f64| -> Vec<f64> { (0..n).map(|_| scale * rng.normal()).collect() };
+            let (c0, s0, cr, sr) = (draw(1.0), draw(1.0), draw(0.5), draw(0.5));
+            let (a, b, e) = (draw(1.0), draw(3.0), draw(9.0));
+            // An odd node count: the AVX-512 kernel's pairs and its last single node.
+            for nodes in [1, 2, 7, 1024] {
+                let mut got: Vec<(Vec<f64>, Vec<f64>, [Vec<f64>; 3])> = Vec::new();
+                for wide in [false, true] {
+                    let (mut c, mut s) = (c0.clone(), s0.clone());
+                    let mut sums = [vec![0.0; nodes], vec![0.0; nodes], vec![0.0; nodes]];
+                    let [g, dg, d2g] = &mut sums;
+                    let out = Sums { g, dg, d2g };
+                    // SAFETY: checked just above; every slice has n (a multiple of 8) elements.
+                    unsafe {
+                        if wide {
+                            rotate_accumulate_avx512(&mut c, &mut s, &cr, &sr, [&a, &b, &e], out);
+                        } else {
+                            rotate_accumulate_avx2(&mut c, &mut s, &cr, &sr, [&a, &b, &e], out);
+                        }
+                    }
+                    got.push((c, s, sums));
+                }
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                let (x, y) = (&got[0], &got[1]);
+                assert_eq!(bits(&x.0), bits(&y.0), "{nodes} nodes: cosines");
+                assert_eq!(bits(&x.1), bits(&y.1), "{nodes} nodes: sines");
+                for k in 0..3 {
+                    assert_eq!(bits(&x.2[k]), bits(&y.2[k]), "{nodes} nodes: sum {k}");
                 }
             }
         }

@@ -620,6 +620,33 @@ mod tests {
         assert_eq!(a, b);
     }
 
+    /// Bulk normal timings per kernel (release: `cargo test --release -p tabfm-core
+    /// normal_timing -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn normal_timing() {
+        let z = ziggurat();
+        let mut out = vec![0.0f32; 1 << 16];
+        let mut r = Key::new(3, [domain::TEST, 1, 0, 0]).rng();
+        let mut lanes = Lanes::seed(&mut r);
+        let mut time = |f: &mut dyn FnMut(&mut Lanes, &mut Rng, &mut [f32])| {
+            let mut best = f64::MAX;
+            for _ in 0..200 {
+                let t = std::time::Instant::now();
+                f(&mut lanes, &mut r, &mut out);
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            best * 1e9 / out.len() as f64
+        };
+        println!("ns per draw: portable {:.3}", time(&mut |l, r, o| fill_normal_lanes(l, r, z, o, 0.0, 1.0)));
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: checked just above.
+            let avx2 = time(&mut |l, r, o| unsafe { fill_normal_avx2(l, r, z, o, 0.0, 1.0) });
+            println!("ns per draw: avx2 {avx2:.3}");
+        }
+    }
+
     #[test]
     fn gamma_beta_moments() {
         let mut r = Key::new(9, [domain::TEST, 3, 0, 0]).rng();
