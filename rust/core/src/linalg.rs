@@ -351,6 +351,28 @@ mod tests {
         }
     }
 
+    /// Product timings on layer shapes (release: `cargo test --release -p tabfm-core
+    /// gemm_timing -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn gemm_timing() {
+        for &(n, k, m) in
+            &[(1024, 8, 8), (1024, 16, 16), (1024, 32, 32), (1024, 64, 64), (1024, 128, 128), (1024, 100, 20)]
+        {
+            let a: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let w: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.11).cos()).collect();
+            let mut out = vec![0.0f32; n * m];
+            let mut best = f64::MAX;
+            for _ in 0..100 {
+                let t = std::time::Instant::now();
+                linear_accumulate(&a, n, k, &w, m, &mut out);
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            let gflops = 2.0 * (n * k * m) as f64 / best / 1e9;
+            println!("{n} x {k} x {m}: {:.1} us, {gflops:.1} GFLOP/s", best * 1e6);
+        }
+    }
+
     #[test]
     fn block_product_equals_the_dense_product_bit_for_bit() {
         // 3 blocks of 4 x 3 in a 13 x 10 weight (a last row and column outside every block).

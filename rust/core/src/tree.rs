@@ -647,6 +647,9 @@ struct Ctx<'a, W: Width> {
     /// Scan rows with the four-lane AVX2 kernel (the CPU has it and rows are a multiple of
     /// four wide); it adds the same lanes in the same order, so the bits do not change.
     scan4: bool,
+    /// Split gains eight candidates at a time with AVX-512 (with `scan4`; same bits).
+    #[cfg(target_arch = "x86_64")]
+    gains512: bool,
     /// Partition with the AVX-512 kernel (the CPU has it and rows fit its bitset).
     #[cfg(target_arch = "x86_64")]
     part512: bool,
@@ -718,6 +721,8 @@ fn boost<W: Width>(w: W, o: usize, bins: &Bins, y: &[f32], params: &BoosterParam
         max_depth: params.max_depth,
         inv: (0..=n).map(|c| 1.0 / (c as f64 + lambda)).collect(),
         scan4: avx2 && w.nv().is_multiple_of(2) && w.nv() <= 2 * SCAN4_MAX_V,
+        #[cfg(target_arch = "x86_64")]
+        gains512: avx2 && w.nv().is_multiple_of(2) && std::arch::is_x86_feature_detected!("avx512f"),
         #[cfg(target_arch = "x86_64")]
         part512: part512_available(n),
     };
@@ -928,10 +933,14 @@ fn find_split<W: Width>(
             let mut done = t0;
             #[cfg(target_arch = "x86_64")]
             if ctx.scan4 {
-                // SAFETY: the CPU has AVX2 (`scan4`, which also makes nv even); cols holds
-                // BLOCK rows of os lanes, t1 <= k <= BLOCK, and every n_left[t0..t1] is at
-                // most m, the last index of inv.
-                done = unsafe { scan4::gains(w, cols, n_left, total, inv, parent_gain, t0, t1, loss) };
+                // SAFETY (both kernels): the CPU has AVX2 (`scan4`, which also makes nv even)
+                // and, for the first, AVX-512F (`gains512`); cols holds BLOCK rows of os
+                // lanes, t1 <= k <= BLOCK, and every n_left[t0..t1] is at most m, the last
+                // index of inv.
+                if ctx.gains512 {
+                    done = unsafe { scan4::gains512(w, cols, n_left, total, inv, parent_gain, t0, t1, loss) };
+                }
+                done = unsafe { scan4::gains(w, cols, n_left, total, inv, parent_gain, done, t1, loss) };
             }
             gains(w, cols, n_left, tot, inv, parent_gain, done..t1, loss);
             // Pass 3: the block maximum through four independent running maxima (a single
@@ -1139,6 +1148,90 @@ mod scan4 {
                 );
                 _mm256_storeu_pd(l0.add(t), _mm256_sub_pd(gain, parent));
                 t += 4;
+            }
+        }
+        t
+    }
+
+    /// [`gains`] eight candidates at a time: the same lanes summed in the same order, one
+    /// candidate per vector lane. Returns the first candidate not done (fewer than 8 remain).
+    ///
+    /// # Safety
+    /// As [`gains`], and the CPU supports AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn gains512<W: Width>(
+        w: W,
+        cols: &[f64],
+        n_left: &[u32],
+        total: &[f64],
+        inv: &[f64],
+        parent_gain: f64,
+        t0: usize,
+        t1: usize,
+        loss: &mut [f64],
+    ) -> usize {
+        use std::arch::x86_64::{
+            _mm256_loadu_si256, _mm256_set1_epi32, _mm256_sub_epi32, _mm512_add_pd, _mm512_castpd256_pd512,
+            _mm512_i32gather_pd, _mm512_insertf64x4, _mm512_mul_pd, _mm512_permutex2var_pd, _mm512_set_epi64,
+            _mm512_set1_pd, _mm512_setzero_pd, _mm512_storeu_pd, _mm512_sub_pd, _mm512_unpackhi_pd, _mm512_unpacklo_pd,
+        };
+        let os = 2 * w.nv();
+        debug_assert!(os.is_multiple_of(4) && cols.len() >= t1 * os && total.len() >= os && loss.len() >= t1);
+        let m = inv.len() as i32 - 1;
+        let mut t = t0;
+        // SAFETY (all blocks below): the bounds are the caller's contract above; the
+        // gathers read inv at n_left[t] and m - n_left[t], both within 0..=m.
+        unsafe {
+            let (c0, l0, n0) = (cols.as_ptr(), loss.as_mut_ptr(), n_left.as_ptr());
+            let parent = _mm512_set1_pd(parent_gain);
+            // 128-bit lanes 0 and 2 of each source (low halves of candidates 0-3 and 4-7),
+            // then lanes 1 and 3.
+            let (first, second) =
+                (_mm512_set_epi64(13, 12, 5, 4, 9, 8, 1, 0), _mm512_set_epi64(15, 14, 7, 6, 11, 10, 3, 2));
+            while t + 8 <= t1 {
+                let row = c0.add(t * os);
+                let zero = _mm512_setzero_pd();
+                let (mut gle, mut glo, mut gre, mut gro) = (zero, zero, zero, zero);
+                for g in 0..os / 4 {
+                    // z[c]: lanes 4g..4g+4 of candidate c, then of candidate c + 4.
+                    let z = |c: usize| {
+                        let lo = _mm256_loadu_pd(row.add(c * os + 4 * g));
+                        _mm512_insertf64x4::<1>(
+                            _mm512_castpd256_pd512(lo),
+                            _mm256_loadu_pd(row.add((c + 4) * os + 4 * g)),
+                        )
+                    };
+                    let (z0, z1, z2, z3) = (z(0), z(1), z(2), z(3));
+                    let (a0, a1) = (_mm512_unpacklo_pd(z0, z1), _mm512_unpackhi_pd(z0, z1));
+                    let (a2, a3) = (_mm512_unpacklo_pd(z2, z3), _mm512_unpackhi_pd(z2, z3));
+                    // lane[q] holds lane 4g + q of the eight candidates.
+                    let lane = [
+                        _mm512_permutex2var_pd(a0, first, a2),
+                        _mm512_permutex2var_pd(a1, first, a3),
+                        _mm512_permutex2var_pd(a0, second, a2),
+                        _mm512_permutex2var_pd(a1, second, a3),
+                    ];
+                    let d = |q: usize| _mm512_sub_pd(_mm512_set1_pd(*total.get_unchecked(4 * g + q)), lane[q]);
+                    let sq = |v| _mm512_mul_pd(v, v);
+                    gle = _mm512_add_pd(gle, sq(lane[0]));
+                    glo = _mm512_add_pd(glo, sq(lane[1]));
+                    gre = _mm512_add_pd(gre, sq(d(0)));
+                    gro = _mm512_add_pd(gro, sq(d(1)));
+                    gle = _mm512_add_pd(gle, sq(lane[2]));
+                    glo = _mm512_add_pd(glo, sq(lane[3]));
+                    gre = _mm512_add_pd(gre, sq(d(2)));
+                    gro = _mm512_add_pd(gro, sq(d(3)));
+                }
+                let c = _mm256_loadu_si256(n0.add(t).cast());
+                let inv_l = _mm512_i32gather_pd::<8>(c, inv.as_ptr());
+                let inv_r = _mm512_i32gather_pd::<8>(_mm256_sub_epi32(_mm256_set1_epi32(m), c), inv.as_ptr());
+                let gain = _mm512_add_pd(
+                    _mm512_mul_pd(_mm512_add_pd(gle, glo), inv_l),
+                    _mm512_mul_pd(_mm512_add_pd(gre, gro), inv_r),
+                );
+                _mm512_storeu_pd(l0.add(t), _mm512_sub_pd(gain, parent));
+                t += 8;
             }
         }
         t
@@ -1492,6 +1585,17 @@ mod tests {
                 gains(Dyn(nv), &cols, &n_left, &tot, &inv, 0.75, done..t1, &mut got);
                 for t in t0..t1 {
                     assert_eq!(got[t].to_bits(), want[t].to_bits(), "nv = {nv}, candidate {t}");
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    let mut got = vec![0.0; BLOCK];
+                    // SAFETY: as above, and AVX-512F is present.
+                    let done =
+                        unsafe { scan4::gains512(Dyn(nv), &cols, &n_left, &total, &inv, 0.75, t0, t1, &mut got) };
+                    assert!(done <= t1 && t1 - done < 8, "nv = {nv}: stopped at {done}");
+                    gains(Dyn(nv), &cols, &n_left, &tot, &inv, 0.75, done..t1, &mut got);
+                    for t in t0..t1 {
+                        assert_eq!(got[t].to_bits(), want[t].to_bits(), "AVX-512, nv = {nv}, candidate {t}");
+                    }
                 }
             }
         }
