@@ -309,7 +309,7 @@ impl Bins {
         let mut bins = Bins { n, row_bits, n_bins: Vec::new(), order: take_order(p * n) };
         let mut keys: Vec<u64> = vec![0; n];
         let mut tmp: Vec<u64> = Vec::new();
-        let mut cuts: Vec<u32> = Vec::with_capacity(max_bin);
+        let mut starts: Vec<u32> = Vec::new();
         for f in 0..p {
             // (order-preserving value bits, row) keys, stably sorted by value: ties stay in
             // row order, which is also the order XGBoost sums a bin's rows in.
@@ -335,24 +335,33 @@ impl Bins {
                 bins.n_bins.push(distinct);
             } else {
                 // Quantile bins by count: bin b starts at the value of rank b * n / max_bin;
-                // a value repeated across several such ranks keeps a single bin.
-                cuts.clear();
-                let mut last = value(keys[0]);
+                // a value repeated across several such ranks keeps a single bin. Each bin's
+                // first key is marked and the marks summed along the keys: a walk that
+                // compares keys with the next cut mispredicts every few keys.
+                starts.clear();
+                starts.resize(n, 0);
+                let (mut last, mut n_bins) = (value(keys[0]), 1);
                 for b in 1..max_bin {
-                    let v = value(keys[b * n / max_bin]);
+                    let r = b * n / max_bin;
+                    let v = value(keys[r]);
                     if v > last {
-                        cuts.push(v);
+                        // The first key of this value (ties before rank r share its bin);
+                        // keys[0] is smaller, so the walk stops above 0.
+                        let mut q = r;
+                        while value(keys[q - 1]) == v {
+                            q -= 1;
+                        }
+                        starts[q] = 1;
+                        n_bins += 1;
                         last = v;
                     }
                 }
-                let mut bin = 0usize;
-                for (o, &k) in out.iter_mut().zip(&keys) {
-                    while bin < cuts.len() && value(k) >= cuts[bin] {
-                        bin += 1;
-                    }
-                    *o = ((bin as u32) << row_bits) | (k as u32);
+                let mut bin = 0u32;
+                for ((o, &k), &s) in out.iter_mut().zip(&keys).zip(&starts) {
+                    bin += s;
+                    *o = (bin << row_bits) | (k as u32);
                 }
-                bins.n_bins.push(cuts.len() + 1);
+                bins.n_bins.push(n_bins);
             }
         }
         bins
@@ -372,7 +381,9 @@ impl Bins {
 #[inline]
 fn ordered_bits(v: f32) -> u32 {
     let b = (v + 0.0).to_bits();
-    if b & 0x8000_0000 != 0 { !b } else { b | 0x8000_0000 }
+    // Negative values are inverted, the others get the sign bit: without a branch on the
+    // sign, which is a coin flip for centred data.
+    b ^ ((((b as i32) >> 31) as u32) | 0x8000_0000)
 }
 
 /// Stable LSD radix sort of `keys` by their upper 32 bits, one byte per pass; a pass whose
