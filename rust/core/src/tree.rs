@@ -310,6 +310,8 @@ impl Bins {
         let mut keys: Vec<u64> = vec![0; n];
         let mut tmp: Vec<u64> = Vec::new();
         let mut starts: Vec<u32> = Vec::new();
+        // The rank of each quantile cut, b * n / max_bin for b >= 1 (the same for every feature).
+        let ranks: Vec<usize> = (1..max_bin).map(|b| b * n / max_bin).collect();
         for f in 0..p {
             // (order-preserving value bits, row) keys, stably sorted by value: ties stay in
             // row order, which is also the order XGBoost sums a bin's rows in.
@@ -341,8 +343,7 @@ impl Bins {
                 starts.clear();
                 starts.resize(n, 0);
                 let (mut last, mut n_bins) = (value(keys[0]), 1);
-                for b in 1..max_bin {
-                    let r = b * n / max_bin;
+                for &r in &ranks {
                     let v = value(keys[r]);
                     if v > last {
                         // The first key of this value (ties before rank r share its bin);
@@ -774,12 +775,19 @@ fn grow_tree<W: Width>(ctx: &Ctx<'_, W>, s: &mut Scratch, pred: &mut [f32]) {
             g[j] = p[j] - t[j];
         }
     }
+    // Summed in a local array (registers where `os` is fixed at compile time): summing into
+    // `s.sums` stores every lane once per row, as the compiler cannot rule out aliasing.
     s.sums.clear();
     s.sums.resize(os, 0.0);
-    for row in s.grad.chunks_exact(os) {
-        for (acc, &g) in s.sums.iter_mut().zip(row) {
-            *acc += f64::from(g);
+    for c0 in (0..os).step_by(16) {
+        let width = (os - c0).min(16);
+        let mut acc = [0.0f64; 16];
+        for row in s.grad.chunks_exact(os) {
+            for (a, &g) in acc[..width].iter_mut().zip(&row[c0..c0 + width]) {
+                *a += f64::from(g);
+            }
         }
+        s.sums[c0..c0 + width].copy_from_slice(&acc[..width]);
     }
     if n_feat == 0 || ctx.max_depth == 0 {
         leaf_value(ctx, &s.sums, n, &mut s.leaf);
