@@ -74,11 +74,7 @@ pub fn fit_predict(x: &[f32], n: usize, p: usize, y: &[f32], o: usize, params: &
     // Intercept: per-output mean, summed in f64 and rounded once, which is how XGBoost's
     // fitted `base_score` for squared error (one Newton step from zero) comes out.
     let mut mean = vec![0.0f64; o];
-    for row in y.chunks_exact(o) {
-        for (m, &v) in mean.iter_mut().zip(row) {
-            *m += f64::from(v);
-        }
-    }
+    column_sums(y, o, &mut mean);
     let base: Vec<f32> = mean.iter().map(|&s| (s / n as f64) as f32).collect();
     let mut pred: Vec<f32> = base.iter().copied().cycle().take(n * o).collect();
     if params.n_estimators == 0 {
@@ -104,6 +100,24 @@ pub fn fit_predict(x: &[f32], n: usize, p: usize, y: &[f32], o: usize, params: &
     fixed!(1 2 4 6 8);
     give_order(bins.order);
     pred
+}
+
+/// Per-column sums in f64 of a row-major matrix with `cols` columns, row after row, into
+/// `sums` (cols values). They run in a local array (registers where `cols` is known at compile
+/// time): summing into `sums` directly stores every column once per row, as the compiler
+/// cannot rule out that `sums` aliases `x`.
+#[inline(always)]
+fn column_sums(x: &[f32], cols: usize, sums: &mut [f64]) {
+    for c0 in (0..cols).step_by(16) {
+        let width = (cols - c0).min(16);
+        let mut acc = [0.0f64; 16];
+        for row in x.chunks_exact(cols) {
+            for (a, &v) in acc[..width].iter_mut().zip(&row[c0..c0 + width]) {
+                *a += f64::from(v);
+            }
+        }
+        sums[c0..c0 + width].copy_from_slice(&acc[..width]);
+    }
 }
 
 thread_local! {
@@ -775,20 +789,9 @@ fn grow_tree<W: Width>(ctx: &Ctx<'_, W>, s: &mut Scratch, pred: &mut [f32]) {
             g[j] = p[j] - t[j];
         }
     }
-    // Summed in a local array (registers where `os` is fixed at compile time): summing into
-    // `s.sums` stores every lane once per row, as the compiler cannot rule out aliasing.
     s.sums.clear();
     s.sums.resize(os, 0.0);
-    for c0 in (0..os).step_by(16) {
-        let width = (os - c0).min(16);
-        let mut acc = [0.0f64; 16];
-        for row in s.grad.chunks_exact(os) {
-            for (a, &g) in acc[..width].iter_mut().zip(&row[c0..c0 + width]) {
-                *a += f64::from(g);
-            }
-        }
-        s.sums[c0..c0 + width].copy_from_slice(&acc[..width]);
-    }
+    column_sums(&s.grad, os, &mut s.sums);
     if n_feat == 0 || ctx.max_depth == 0 {
         leaf_value(ctx, &s.sums, n, &mut s.leaf);
         for row in pred.chunks_exact_mut(o) {
