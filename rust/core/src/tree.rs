@@ -329,8 +329,8 @@ impl Bins {
         for f in 0..p {
             // (order-preserving value bits, row) keys, stably sorted by value: ties stay in
             // row order, which is also the order XGBoost sums a bin's rows in.
-            for (r, k) in keys.iter_mut().enumerate() {
-                *k = (u64::from(ordered_bits(x[r * p + f])) << 32) | r as u64;
+            for (r, (k, row)) in keys.iter_mut().zip(x.chunks_exact(p)).enumerate() {
+                *k = (u64::from(ordered_bits(row[f])) << 32) | r as u64;
             }
             sort_keys(&mut keys, &mut tmp);
             let value = |k: u64| (k >> 32) as u32;
