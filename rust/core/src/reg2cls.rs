@@ -263,8 +263,9 @@ pub fn reg2cls(
     fixed: &FixedHp,
     max_features: usize,
 ) -> Processed {
+    assert!(x.len() == rows * cols, "reg2cls: x holds {} values, not {rows} x {cols}", x.len());
     let mut columns: Vec<Vec<f64>> =
-        (0..cols).map(|c| (0..rows).map(|r| f64::from(x[r * cols + c])).collect()).collect();
+        (0..cols).map(|c| x.chunks_exact(cols).map(|row| f64::from(row[c])).collect()).collect();
     let mut is_cat = vec![false; cols];
     if rng.uniform() < fixed.cat_prob {
         let col_prob = rng.uniform();
@@ -292,9 +293,11 @@ pub fn reg2cls(
     }
     let perm: Vec<usize> = if fixed.permute_features { rng.permutation(cols) } else { (0..cols).collect() };
     let mut out = vec![0.0f32; rows * cols];
-    for (j, &src) in perm.iter().enumerate() {
-        for (r, &v) in columns[src].iter().enumerate() {
-            out[r * cols + j] = v as f32;
+    // Row by row: contiguous writes, one sequential read stream per column.
+    let sources: Vec<&[f64]> = perm.iter().map(|&p| &columns[p][..rows]).collect();
+    for (r, row) in out.chunks_exact_mut(cols.max(1)).enumerate() {
+        for (o, s) in row.iter_mut().zip(&sources) {
+            *o = s[r] as f32;
         }
     }
     let categorical = perm.iter().map(|&p| is_cat[p]).collect();
