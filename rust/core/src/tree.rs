@@ -321,61 +321,23 @@ impl Bins {
         let bin_cap = 1usize << (32 - row_bits).min(usize::BITS - 1);
         let max_bin = max_bin.clamp(1, bin_cap);
         let mut bins = Bins { n, row_bits, n_bins: Vec::new(), order: take_order(p * n) };
-        let mut keys: Vec<u64> = vec![0; n];
+        let mut keys: Vec<u64> = Vec::new();
         let mut tmp: Vec<u64> = Vec::new();
         let mut starts: Vec<u32> = Vec::new();
         // The rank of each quantile cut, b * n / max_bin for b >= 1 (the same for every feature).
         let ranks: Vec<usize> = (1..max_bin).map(|b| b * n / max_bin).collect();
         for f in 0..p {
-            // (order-preserving value bits, row) keys, stably sorted by value: ties stay in
-            // row order, which is also the order XGBoost sums a bin's rows in.
-            for (r, (k, row)) in keys.iter_mut().zip(x.chunks_exact(p)).enumerate() {
-                *k = (u64::from(ordered_bits(row[f])) << 32) | r as u64;
-            }
-            sort_keys(&mut keys, &mut tmp);
-            let value = |k: u64| (k >> 32) as u32;
-            let distinct = 1 + keys.windows(2).filter(|w| value(w[0]) != value(w[1])).count();
-            if distinct < 2 {
-                continue;
-            }
             let base = bins.n_bins.len() * n;
             let out = &mut bins.order[base..base + n];
-            if distinct <= max_bin {
-                // Every distinct value is its own bin, so any two values can be separated.
-                let mut bin = 0u32;
-                out[0] = keys[0] as u32;
-                for (i, w) in keys.windows(2).enumerate() {
-                    bin += u32::from(value(w[0]) != value(w[1]));
-                    out[i + 1] = (bin << row_bits) | (w[1] as u32);
+            // (order-preserving value bits, row) keys, stably sorted by value: ties stay in
+            // row order, which is also the order XGBoost sums a bin's rows in.
+            let fill = |keys: &mut [u64]| {
+                for (r, (k, row)) in keys.iter_mut().zip(x.chunks_exact(p)).enumerate() {
+                    *k = (u64::from(ordered_bits(row[f])) << 32) | r as u64;
                 }
-                bins.n_bins.push(distinct);
-            } else {
-                // Quantile bins by count: bin b starts at the value of rank b * n / max_bin;
-                // a value repeated across several such ranks keeps a single bin. Each bin's
-                // first key is marked and the marks summed along the keys: a walk that
-                // compares keys with the next cut mispredicts every few keys.
-                starts.clear();
-                starts.resize(n, 0);
-                let (mut last, mut n_bins) = (value(keys[0]), 1);
-                for &r in &ranks {
-                    let v = value(keys[r]);
-                    if v > last {
-                        // The first key of this value (ties before rank r share its bin);
-                        // keys[0] is smaller, so the walk stops above 0.
-                        let mut q = r;
-                        while value(keys[q - 1]) == v {
-                            q -= 1;
-                        }
-                        starts[q] = 1;
-                        n_bins += 1;
-                        last = v;
-                    }
-                }
-                let mut bin = 0u32;
-                for ((o, &k), &s) in out.iter_mut().zip(&keys).zip(&starts) {
-                    bin += s;
-                    *o = (bin << row_bits) | (k as u32);
-                }
+            };
+            let bin = |keys: &[u64]| bin_sorted(keys, row_bits, max_bin, &ranks, &mut starts, out);
+            if let Some(n_bins) = sort_keys_with(n, &mut keys, &mut tmp, fill, bin) {
                 bins.n_bins.push(n_bins);
             }
         }
@@ -389,6 +351,61 @@ impl Bins {
     fn row_mask(&self) -> u32 {
         ((1u64 << self.row_bits) - 1) as u32
     }
+}
+
+/// Bins one feature from its sorted keys: writes its (bin, row) entries to `out` and returns
+/// its bin count, or None (and writes nothing) when it has a single value and can never split.
+fn bin_sorted(
+    keys: &[u64],
+    row_bits: u32,
+    max_bin: usize,
+    ranks: &[usize],
+    starts: &mut Vec<u32>,
+    out: &mut [u32],
+) -> Option<usize> {
+    let n = keys.len();
+    let value = |k: u64| (k >> 32) as u32;
+    let distinct = 1 + keys.windows(2).filter(|w| value(w[0]) != value(w[1])).count();
+    if distinct < 2 {
+        return None;
+    }
+    if distinct <= max_bin {
+        // Every distinct value is its own bin, so any two values can be separated.
+        let mut bin = 0u32;
+        out[0] = keys[0] as u32;
+        for (i, w) in keys.windows(2).enumerate() {
+            bin += u32::from(value(w[0]) != value(w[1]));
+            out[i + 1] = (bin << row_bits) | (w[1] as u32);
+        }
+        return Some(distinct);
+    }
+    // Quantile bins by count: bin b starts at the value of rank b * n / max_bin; a value
+    // repeated across several such ranks keeps a single bin. Each bin's first key is marked
+    // and the marks summed along the keys: a walk that compares keys with the next cut
+    // mispredicts every few keys.
+    starts.clear();
+    starts.resize(n, 0);
+    let (mut last, mut n_bins) = (value(keys[0]), 1);
+    for &r in ranks {
+        let v = value(keys[r]);
+        if v > last {
+            // The first key of this value (ties before rank r share its bin); keys[0] is
+            // smaller, so the walk stops above 0.
+            let mut q = r;
+            while value(keys[q - 1]) == v {
+                q -= 1;
+            }
+            starts[q] = 1;
+            n_bins += 1;
+            last = v;
+        }
+    }
+    let mut bin = 0u32;
+    for ((o, &k), &s) in out.iter_mut().zip(keys).zip(starts.iter()) {
+        bin += s;
+        *o = (bin << row_bits) | (k as u32);
+    }
+    Some(n_bins)
 }
 
 /// Maps an f32 to a u32 with the same order (for non-NaN values); -0.0 is folded onto 0.0
@@ -432,25 +449,39 @@ fn radix_sort_high(keys: &mut Vec<u64>, tmp: &mut Vec<u64>) {
     }
 }
 
-/// Sorts keys whose low 32 bits are distinct (the row index): the same order as
-/// [`radix_sort_high`] (a stable sort by the high half is then a full sort), through a
-/// bitonic network on AVX-512 where the CPU has it: at a thousand keys it takes 2.0 us
-/// against the radix sort's 3.5 us (`sort_timing`), whose pass over the few exponent buckets
-/// serialises on their counters. `tmp` is scratch of any length.
-fn sort_keys(keys: &mut Vec<u64>, tmp: &mut Vec<u64>) {
+/// Builds `n` keys with `fill`, sorts them and hands the sorted keys to `then`. The keys'
+/// low 32 bits are distinct (the row index), so the order is that of [`radix_sort_high`] (a
+/// stable sort by the high half is then a full sort). Where the CPU has AVX-512 they are
+/// built in and sorted by a bitonic network on a per-thread aligned buffer: at a thousand keys
+/// the network takes 2.0 us against the radix sort's 3.5 us (`sort_timing`), whose pass over
+/// the few exponent buckets serialises on their counters. `keys` and `tmp` are the radix
+/// sort's buffers (any length).
+fn sort_keys_with<R>(
+    n: usize,
+    keys: &mut Vec<u64>,
+    tmp: &mut Vec<u64>,
+    fill: impl FnOnce(&mut [u64]),
+    then: impl FnOnce(&[u64]) -> R,
+) -> R {
     #[cfg(target_arch = "x86_64")]
     {
-        if (sort512::MIN..=sort512::MAX).contains(&keys.len()) && std::arch::is_x86_feature_detected!("avx512f") {
+        if (sort512::MIN..=sort512::MAX).contains(&n) && std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F and the length is in the kernel's range.
-            unsafe { sort512::sort(keys) };
-            return;
+            return unsafe { sort512::sort_with(n, fill, then) };
         }
     }
-    if tmp.len() < keys.len() {
-        tmp.resize(keys.len(), 0);
-    }
-    tmp.truncate(keys.len());
+    keys.resize(n, 0);
+    tmp.resize(n, 0);
+    fill(keys);
     radix_sort_high(keys, tmp);
+    then(keys)
+}
+
+/// [`sort_keys_with`] on a vector of keys, for tests.
+#[cfg(test)]
+fn sort_keys(keys: &mut Vec<u64>) {
+    let src = std::mem::take(keys);
+    *keys = sort_keys_with(src.len(), &mut Vec::new(), &mut Vec::new(), |k| k.copy_from_slice(&src), <[u64]>::to_vec);
 }
 
 /// Bitonic sorting network over u64 keys, eight to a register: every register is sorted
@@ -615,27 +646,29 @@ mod sort512 {
         }
     }
 
-    /// Same result as `super::radix_sort_high` for keys with distinct low halves, through a
-    /// padded copy in a per-thread aligned buffer.
+    /// `super::sort_keys_with` on the network: the keys are built into the thread's aligned
+    /// buffer and padded with the largest key, which sorts after any real key.
     ///
     /// # Safety
-    /// The CPU supports AVX-512F; `MIN <= keys.len() <= MAX`.
+    /// The CPU supports AVX-512F; `MIN <= n <= MAX`.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn sort(keys: &mut [u64]) {
-        debug_assert!((MIN..=MAX).contains(&keys.len()));
-        let lines = keys.len().div_ceil(8).next_power_of_two().max(8);
+    pub unsafe fn sort_with<R>(n: usize, fill: impl FnOnce(&mut [u64]), then: impl FnOnce(&[u64]) -> R) -> R {
+        debug_assert!((MIN..=MAX).contains(&n));
+        let lines = n.div_ceil(8).next_power_of_two().max(8);
         BUF.with_borrow_mut(|buf| {
-            buf.clear();
-            // Padding with the largest key: it sorts last, after any real key.
-            buf.resize(lines, Line([u64::MAX; 8]));
-            let flat = |b: &mut Vec<Line>| -> &mut [u64] {
-                // SAFETY: Line is 8 plain u64 with no padding.
-                unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr().cast::<u64>(), 8 * b.len()) }
-            };
-            flat(buf)[..keys.len()].copy_from_slice(keys);
+            if buf.len() < lines {
+                buf.resize(lines, Line([0; 8]));
+            }
+            let buf = &mut buf[..lines];
+            // SAFETY: Line is 8 plain u64 with no padding.
+            let flat = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u64>(), 8 * lines) };
+            fill(&mut flat[..n]);
+            flat[n..].fill(u64::MAX);
             network(buf);
-            keys.copy_from_slice(&flat(buf)[..keys.len()]);
-        });
+            // SAFETY: as above.
+            let flat = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u64>(), 8 * lines) };
+            then(&flat[..n])
+        })
     }
 }
 
@@ -1899,7 +1932,7 @@ mod tests {
             }
             let mut expected = keys.clone();
             expected.sort_unstable();
-            sort_keys(&mut keys, &mut Vec::new());
+            sort_keys(&mut keys);
             assert_eq!(keys, expected, "{n} keys");
         }
         let mut ordered: Vec<f32> = vals.clone();
@@ -1926,7 +1959,7 @@ mod tests {
                 radix = radix.min(t.elapsed().as_secs_f64());
                 let mut k = keys.clone();
                 let t = std::time::Instant::now();
-                sort_keys(&mut k, &mut tmp);
+                sort_keys(&mut k);
                 network = network.min(t.elapsed().as_secs_f64());
             }
             println!("{n} keys: radix {:.2} us, sort_keys {:.2} us", radix * 1e6, network * 1e6);
