@@ -373,8 +373,9 @@ impl Fourier {
 }
 
 /// Evaluates the interval polynomials at every `z` (all finite, at least `lo`) in place.
-/// Dispatches to an AVX2+FMA build where the CPU has it: fused multiply-adds halve the
-/// Horner chain (the last bits then depend on the machine type, as for the matrix products).
+/// Dispatches to an AVX-512 or AVX2+FMA build where the CPU has one (the same fused
+/// operations in the same order, so the two agree): fused multiply-adds halve the Horner
+/// chain (the last bits then depend on the machine type, as for the matrix products).
 fn eval_table(z: &mut [f32], poly: &[[f32; 8]], lo: f64, inv_h: f64) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -562,9 +563,10 @@ struct Sums<'a> {
 }
 
 /// For each output node: record the three sums of the current phasors (weights `w`: `a_k`,
-/// `a_k f_k`, `-a_k f_k^2`), then rotate them one grid step. Dispatches to an AVX2+FMA kernel
-/// when the CPU has it (fused multiply-adds: the last bits then depend on the machine type, as
-/// for the matrix products).
+/// `a_k f_k`, `-a_k f_k^2`), then rotate them one grid step. Dispatches to an AVX-512 kernel
+/// (two nodes per pass) or an AVX2+FMA one when the CPU has it; both fuse the same
+/// multiply-adds, so they agree, but the last bits then depend on the machine type, as for the
+/// matrix products.
 fn rotate_accumulate(c: &mut [f64], s: &mut [f64], cr: &[f64], sr: &[f64], w: [&[f64]; 3], out: Sums) {
     let n = c.len();
     assert!(
@@ -766,9 +768,9 @@ impl Activation {
     }
 }
 
-/// Per-column mean and `1 / (std + 1e-6)` with the unbiased std. Dispatches to an AVX2 build
-/// where the CPU has it: twice the lanes, the same operations in the same order (no fused
-/// multiply-add), so the same bits.
+/// Per-column mean and `1 / (std + 1e-6)` with the unbiased std. Dispatches to an AVX-512 or
+/// AVX2 build where the CPU has one: more lanes, the same operations in the same order (no
+/// fused multiply-add), so the same bits.
 fn column_stats(x: &[f32], rows: usize, cols: usize) -> (Vec<f32>, Vec<f32>) {
     #[cfg(target_arch = "x86_64")]
     {

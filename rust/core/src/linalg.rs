@@ -62,7 +62,8 @@ unsafe fn sgemm_wt(
 }
 
 /// The product of [`sgemm_wt`] on AVX-512 without packing `a`: the weight is transposed once
-/// into a per-thread buffer (a few KB: layers are narrow), and tiles of 8 rows by 32 columns
+/// into a per-thread buffer (4 * k * m bytes, m rounded up to 16: up to about 1 MB for the
+/// widest layers, kept for the thread's next product), and tiles of 8 rows by 32 columns
 /// are accumulated in registers straight from `a`'s rows. matrixmultiply packs every panel
 /// of `a` first, which cost as much as its kernel here. Each output is the same fused
 /// multiply-add chain over k as matrixmultiply's (blocks of its 256 k, each added to the
@@ -89,6 +90,9 @@ mod gemm512 {
 
     /// `out = a * w^T + beta * out`, as `super::sgemm_wt`.
     ///
+    /// `k` must be positive: with no k block, `out` would be left as it was rather than
+    /// scaled by beta (`super::gemm_t` returns before calling for k = 0).
+    ///
     /// # Safety
     /// The CPU supports AVX-512F; every row and column addressed by the shapes and strides
     /// lies inside its allocation.
@@ -106,6 +110,7 @@ mod gemm512 {
         out: *mut f32,
         ldo: usize,
     ) {
+        debug_assert!(k > 0, "gemm512::sgemm_wt needs k > 0");
         // w^T, k rows of m columns padded to whole vectors with zeros (never stored).
         let mp = m.next_multiple_of(16);
         WT.with_borrow_mut(|wt| {

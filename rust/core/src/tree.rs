@@ -419,9 +419,11 @@ fn ordered_bits(v: f32) -> u32 {
 }
 
 /// Stable LSD radix sort of `keys` by their upper 32 bits, one byte per pass; a pass whose
-/// byte is the same for every key is skipped. At a thousand keys it beats the standard
-/// library's unstable sort only modestly (~8 vs ~9 us): the exponent byte of typical data
-/// falls into a few buckets, which serialises that pass on its bucket counters.
+/// byte is the same for every key is skipped. At a thousand keys it takes about 3.5 us
+/// (`sort_timing`), only modestly less than the standard library's unstable sort: the
+/// exponent byte of typical data falls into a few buckets, which serialises that pass on its
+/// bucket counters. Where AVX-512 is available the bitonic network (`sort512`, about 2 us)
+/// sorts instead (see [`sort_keys_with`]).
 fn radix_sort_high(keys: &mut Vec<u64>, tmp: &mut Vec<u64>) {
     let mut counts = [[0u32; 256]; 4];
     for &k in keys.iter() {
@@ -1903,6 +1905,74 @@ mod tests {
             used[bin] = true;
         }
         assert!(used.iter().all(|&u| u) && b.n_bins[0] <= 16);
+    }
+
+    /// The quantile bins as first written: cut values at ranks b * n / max_bin, each key's
+    /// bin the number of cuts at or below its value.
+    fn bins_by_cut_walk(keys: &[u64], row_bits: u32, max_bin: usize) -> (Vec<u32>, usize) {
+        let n = keys.len();
+        let value = |k: u64| (k >> 32) as u32;
+        let mut cuts = Vec::new();
+        let mut last = value(keys[0]);
+        for b in 1..max_bin {
+            let v = value(keys[b * n / max_bin]);
+            if v > last {
+                cuts.push(v);
+                last = v;
+            }
+        }
+        let mut bin = 0usize;
+        let out = keys
+            .iter()
+            .map(|&k| {
+                while bin < cuts.len() && value(k) >= cuts[bin] {
+                    bin += 1;
+                }
+                ((bin as u32) << row_bits) | (k as u32)
+            })
+            .collect();
+        (out, cuts.len() + 1)
+    }
+
+    #[test]
+    fn quantile_marks_match_the_cut_walk() {
+        let mut starts = Vec::new();
+        let mut compared = 0;
+        for case in 0..400 {
+            let n = 2 + (case * 37) % 1500;
+            // Few distinct values (heavy ties spanning several quantile ranks) to many.
+            let levels = [2, 3, 5, 17, 64, 255, 256, 257, 1000, 100_000][case % 10];
+            // |N(0, 1)| scaled to the levels: skewed, the smallest values the most repeated.
+            let mut keys: Vec<u64> = normals(n, case as u64 + 1)
+                .iter()
+                .enumerate()
+                .map(|(row, &x)| {
+                    let v = ((x.abs() / 4.0).min(1.0) * (levels - 1) as f32) as u32;
+                    (u64::from(v) << 32) | row as u64
+                })
+                .collect();
+            keys.sort_unstable();
+            let row_bits = (usize::BITS - (n - 1).leading_zeros()).max(1);
+            for max_bin in [2, 4, 16, 64, 256] {
+                let ranks: Vec<usize> = (1..max_bin).map(|b| b * n / max_bin).collect();
+                let mut out = vec![0u32; n];
+                let got = bin_sorted(&keys, row_bits, max_bin, &ranks, &mut starts, &mut out);
+                let distinct = 1 + keys.windows(2).filter(|w| w[0] >> 32 != w[1] >> 32).count();
+                if distinct < 2 {
+                    assert_eq!(got, None);
+                    continue;
+                }
+                if distinct > max_bin {
+                    let (expected, n_bins) = bins_by_cut_walk(&keys, row_bits, max_bin);
+                    assert_eq!(got, Some(n_bins), "case {case}, n {n}, max_bin {max_bin}");
+                    assert_eq!(out, expected, "case {case}, n {n}, max_bin {max_bin}");
+                    compared += 1;
+                } else {
+                    assert_eq!(got, Some(distinct));
+                }
+            }
+        }
+        assert!(compared > 300, "only {compared} quantile binnings compared");
     }
 
     #[test]
