@@ -366,12 +366,20 @@ mod tests {
         {
             let a: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.37).sin()).collect();
             let w: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.11).cos()).collect();
-            let mut out = vec![0.0f32; n * m];
             let mut best = f64::MAX;
             for _ in 0..100 {
+                let mut out = vec![0.0f32; n * m];
                 let t = std::time::Instant::now();
                 linear_accumulate(&a, n, k, &w, m, &mut out);
                 best = best.min(t.elapsed().as_secs_f64());
+                // Checked as well as timed, against the product in f64 on sampled entries.
+                for (i, j) in [(0, 0), (n / 2, m / 3), (n - 1, m - 1)] {
+                    let want: f64 = (0..k).map(|l| f64::from(a[i * k + l]) * f64::from(w[j * k + l])).sum();
+                    assert!(
+                        (f64::from(out[i * m + j]) - want).abs() <= 1e-4 * k as f64,
+                        "{n} x {k} x {m} at ({i}, {j})"
+                    );
+                }
             }
             let gflops = 2.0 * (n * k * m) as f64 / best / 1e9;
             println!("{n} x {k} x {m}: {:.1} us, {gflops:.1} GFLOP/s", best * 1e6);

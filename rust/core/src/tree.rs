@@ -2020,6 +2020,8 @@ mod tests {
             let vals = normals(n, 5);
             let keys: Vec<u64> =
                 vals.iter().enumerate().map(|(r, &v)| (u64::from(ordered_bits(v)) << 32) | r as u64).collect();
+            let mut want = keys.clone();
+            want.sort_unstable();
             let (mut radix, mut network) = (f64::MAX, f64::MAX);
             let mut tmp = vec![0; n];
             for _ in 0..200 {
@@ -2027,10 +2029,12 @@ mod tests {
                 let t = std::time::Instant::now();
                 radix_sort_high(&mut k, &mut tmp);
                 radix = radix.min(t.elapsed().as_secs_f64());
+                assert_eq!(k, want, "radix sort of {n} keys");
                 let mut k = keys.clone();
                 let t = std::time::Instant::now();
                 sort_keys(&mut k);
                 network = network.min(t.elapsed().as_secs_f64());
+                assert_eq!(k, want, "sort_keys of {n} keys");
             }
             println!("{n} keys: radix {:.2} us, sort_keys {:.2} us", radix * 1e6, network * 1e6);
         }
@@ -2053,11 +2057,17 @@ mod tests {
             let x = normals(n * p, 71);
             let y = normals(n * o, 72);
             let params = BoosterParams::new(depth, rounds);
+            // Checked as well as timed: every fit gives the first fit's bits, and a sum of
+            // `rounds` trees of at most 2^depth leaves takes at most (2^depth)^rounds values.
+            let first = fit_predict(&x, n, p, &y, o, &params);
+            assert!(distinct_rows(&first, o) <= (1usize << depth).pow(rounds as u32).min(n));
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             let mut best = f64::MAX;
             for _ in 0..50 {
                 let t = std::time::Instant::now();
-                std::hint::black_box(fit_predict(&x, n, p, &y, o, &params));
+                let pred = std::hint::black_box(fit_predict(&x, n, p, &y, o, &params));
                 best = best.min(t.elapsed().as_secs_f64());
+                assert_eq!(bits(&pred), bits(&first), "n={n} p={p} o={o}: fits differ");
             }
             println!("n={n} p={p} o={o} depth={depth} rounds={rounds}: best of 50 {:.0} us", best * 1e6);
         }

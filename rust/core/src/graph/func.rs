@@ -1039,6 +1039,11 @@ mod lp_tests {
         for p in [1.7f32, 0.8, 3.3] {
             let all = ns_per_term(&|| drop(std::hint::black_box(lp_pow_dists(&x, &c, p))));
             let argmin = ns_per_term(&|| drop(std::hint::black_box(lp_argmin(&x, &c, p))));
+            // Checked as well as timed: the pruned argmin is the argmin of all distances, and
+            // the centres (rows 0..nc of x) are their own nearest centres.
+            let nearest = lp_argmin(&x, &c, p);
+            assert_eq!(nearest, argmin_rows(&lp_pow_dists(&x, &c, p), nc), "p={p}");
+            assert!((0..nc).all(|r| nearest[r] == r), "p={p}");
             println!("p={p}: {all:.3} ns per term, argmin {argmin:.3}");
         }
     }
