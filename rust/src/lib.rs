@@ -19,6 +19,11 @@ use tabfm_core::graph::Lineage;
 use tabfm_core::pool;
 use tabfm_core::rng::{Key, domain};
 
+// Batch buffers are fresh every call (numpy owns them once returned): mapped directly on
+// huge-page-advised mappings, they fault in 2 MiB at a time (see `tabfm_core::alloc`).
+#[global_allocator]
+static ALLOC: tabfm_core::alloc::HugeAlloc = tabfm_core::alloc::HugeAlloc;
+
 /// A validated prior configuration that generates batches by index.
 #[pyclass(frozen, module = "tabfm._core")]
 struct PriorEngine {

@@ -9,9 +9,14 @@
 
 use std::time::Instant;
 
+use tabfm_core::alloc::HugeAlloc;
 use tabfm_core::batch::generate_batch;
 use tabfm_core::config::PriorConfig;
 use tabfm_core::parquet::{Column, ColumnData, WriteOptions, encode};
+
+// The extension's allocator, so that the harness measures what Python users get.
+#[global_allocator]
+static ALLOC: HugeAlloc = HugeAlloc;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

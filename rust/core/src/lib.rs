@@ -4,6 +4,7 @@
 //! that parses a configuration, releases the GIL and calls [`batch::generate_batch`].
 
 pub mod activations;
+pub mod alloc;
 pub mod batch;
 pub mod causes;
 pub mod config;
