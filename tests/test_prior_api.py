@@ -562,6 +562,20 @@ def test_get_batch_hands_rust_buffers_to_torch_without_copy() -> None:
     assert arrays[1][0, 0] == -7.0
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="direct huge-page mappings are Linux only")
+def test_large_batch_buffers_come_from_the_huge_page_allocator() -> None:
+    # 16 x 1024 x 256 float32 cells = 16 MiB, the allocator's threshold for direct mappings:
+    # such an X starts at a 2 MiB boundary (the system allocator's blocks follow a 16-byte
+    # header, so theirs do not).
+    big = PriorDataset(**{**SMALL, "batch_size": 16, "max_features": 256, "max_seq_len": 1024})
+    X, _, d, *_ = big.get_batch(0)
+    assert X.numel() * 4 >= 16 << 20
+    assert X.data_ptr() % (2 << 20) == 0
+    # The fresh mapping reads as zero wherever no dataset wrote: the padding past each d.
+    for b in range(X.shape[0]):
+        assert torch.all(X[b, :, int(d[b]) :] == 0)
+
+
 def test_get_batch_numpy_arrays_are_not_numpy_owned() -> None:
     X, y, d, seq_lens, train_sizes = make().get_batch_numpy(0)
     for a, dtype in (

@@ -102,6 +102,18 @@ mod os {
         // SAFETY: the caller's contract; the mapping is exactly mapped_len(size) bytes.
         unsafe { libc::munmap(ptr.cast(), mapped_len(size)) };
     }
+
+    /// Resizes a block from [`map`] of `size` bytes to `new_size` bytes, moving its pages
+    /// rather than copying them; null where the kernel refuses (the block is then intact).
+    /// The result is page-aligned, not necessarily 2 MiB-aligned.
+    ///
+    /// # Safety
+    /// `ptr` came from `map(size)`; on success it is not used afterwards.
+    pub unsafe fn remap(ptr: *mut u8, size: usize, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller's contract; the old mapping is exactly mapped_len(size) bytes.
+        let moved = unsafe { libc::mremap(ptr.cast(), mapped_len(size), mapped_len(new_size), libc::MREMAP_MAYMOVE) };
+        if moved == libc::MAP_FAILED { std::ptr::null_mut() } else { moved.cast() }
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -110,6 +122,9 @@ mod os {
         unreachable!("direct mappings are Linux only")
     }
     pub unsafe fn unmap(_ptr: *mut u8, _size: usize) {
+        unreachable!("direct mappings are Linux only")
+    }
+    pub unsafe fn remap(_ptr: *mut u8, _size: usize, _new_size: usize) -> *mut u8 {
         unreachable!("direct mappings are Linux only")
     }
 }
@@ -150,20 +165,40 @@ unsafe impl GlobalAlloc for HugeAlloc {
             // SAFETY: forwarded with the caller's arguments.
             (false, false) => unsafe { System.realloc(ptr, layout, new_size) },
             (true, true) if mapped_len(new_size) == mapped_len(layout.size()) => ptr,
-            _ => {
-                // SAFETY: `new` is a valid layout of non-zero size (the caller's contract).
-                let fresh = unsafe { self.alloc(new) };
-                if !fresh.is_null() {
-                    // SAFETY: both blocks hold at least the copied length and do not overlap;
-                    // the old block is freed with its own layout.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(ptr, fresh, layout.size().min(new_size));
-                        self.dealloc(ptr, layout);
-                    }
+            // Growing a large vector moves its pages instead of copying them (as the system
+            // allocator does for its own mappings); only page alignment survives the move.
+            (true, true) if layout.align() <= 4096 => {
+                // SAFETY: a direct block of layout.size() bytes, not used again if moved.
+                let moved = unsafe { os::remap(ptr, layout.size(), new_size) };
+                if !moved.is_null() {
+                    return moved;
                 }
-                fresh
+                // SAFETY: as in the general case below; the block is intact.
+                unsafe { self.realloc_by_copy(ptr, layout, new) }
+            }
+            // SAFETY: the caller's contract.
+            _ => unsafe { self.realloc_by_copy(ptr, layout, new) },
+        }
+    }
+}
+
+impl HugeAlloc {
+    /// Reallocation as a fresh block, a copy and the old block freed.
+    ///
+    /// # Safety
+    /// As `GlobalAlloc::realloc`, with `new` the new layout.
+    unsafe fn realloc_by_copy(&self, ptr: *mut u8, layout: Layout, new: Layout) -> *mut u8 {
+        // SAFETY: `new` is a valid layout of non-zero size (the caller's contract).
+        let fresh = unsafe { self.alloc(new) };
+        if !fresh.is_null() {
+            // SAFETY: both blocks hold at least the copied length and do not overlap; the old
+            // block is freed with its own layout.
+            unsafe {
+                std::ptr::copy_nonoverlapping(ptr, fresh, layout.size().min(new.size()));
+                self.dealloc(ptr, layout);
             }
         }
+        fresh
     }
 }
 
@@ -174,37 +209,48 @@ mod tests {
     #[test]
     fn large_blocks_are_aligned_zeroed_and_survive_reallocation() {
         let a = HugeAlloc;
-        for size in [LARGE - 1, LARGE, LARGE + 12_345, LARGE + 3 * HUGE + 1] {
-            let layout = Layout::from_size_align(size, 64).unwrap();
-            // SAFETY: a non-zero layout; every block is freed once with its layout.
-            unsafe {
-                let p = a.alloc_zeroed(layout);
-                assert!(!p.is_null());
-                let block = std::slice::from_raw_parts_mut(p, size);
-                assert!(block.iter().all(|&b| b == 0), "size {size}: not zeroed");
-                if direct(layout) {
-                    assert_eq!(p as usize % HUGE, 0, "size {size}: not 2 MiB aligned");
+        // Alignment 64 grows by moving pages, 64 KiB by a copy (a move keeps only page
+        // alignment).
+        for align in [64, 1 << 16] {
+            for size in [LARGE - 1, LARGE, LARGE + 12_345, LARGE + 3 * HUGE + 1] {
+                let layout = Layout::from_size_align(size, align).unwrap();
+                // SAFETY: non-zero layouts; every block is freed once, with its layout.
+                unsafe {
+                    let p = a.alloc_zeroed(layout);
+                    assert!(!p.is_null());
+                    let block = std::slice::from_raw_parts_mut(p, size);
+                    assert!(block.iter().all(|&b| b == 0), "size {size}: not zeroed");
+                    if direct(layout) {
+                        assert_eq!(p as usize % HUGE, 0, "size {size}: not 2 MiB aligned");
+                    }
+                    for (i, b) in block.iter_mut().enumerate().step_by(4093) {
+                        *b = (i % 251) as u8;
+                    }
+                    block[size - 1] = 7;
+                    // Grow within the mapping, past it, then shrink below the threshold.
+                    let mut at = p;
+                    let mut held = layout;
+                    for grown in [size + 100, size + HUGE, size + 5 * HUGE] {
+                        at = a.realloc(at, held, grown);
+                        assert!(!at.is_null());
+                        assert_eq!(at as usize % align, 0, "size {size}: alignment {align} lost");
+                        held = Layout::from_size_align(grown, align).unwrap();
+                        let g = std::slice::from_raw_parts(at, size);
+                        for i in (0..size).step_by(4093) {
+                            assert_eq!(g[i], (i % 251) as u8, "size {size}: byte {i} lost growing to {grown}");
+                        }
+                        assert_eq!(g[size - 1], 7);
+                        // The new tail is writable.
+                        *at.add(grown - 1) = 1;
+                    }
+                    let shrunk = a.realloc(at, held, 1000);
+                    assert!(!shrunk.is_null());
+                    let s = std::slice::from_raw_parts(shrunk, 1000);
+                    for i in (0..1000).step_by(4093) {
+                        assert_eq!(s[i], (i % 251) as u8);
+                    }
+                    a.dealloc(shrunk, Layout::from_size_align(1000, align).unwrap());
                 }
-                for (i, b) in block.iter_mut().enumerate().step_by(4093) {
-                    *b = (i % 251) as u8;
-                }
-                block[size - 1] = 7;
-                // Grow across the threshold and past the mapping, then shrink below it.
-                let grown = a.realloc(p, layout, size + HUGE);
-                assert!(!grown.is_null());
-                let g = std::slice::from_raw_parts(grown, size);
-                for i in (0..size).step_by(4093) {
-                    assert_eq!(g[i], (i % 251) as u8, "size {size}: byte {i} lost growing");
-                }
-                assert_eq!(g[size - 1], 7);
-                let grown_layout = Layout::from_size_align(size + HUGE, 64).unwrap();
-                let shrunk = a.realloc(grown, grown_layout, 1000);
-                assert!(!shrunk.is_null());
-                let s = std::slice::from_raw_parts(shrunk, 1000);
-                for i in (0..1000).step_by(4093) {
-                    assert_eq!(s[i], (i % 251) as u8);
-                }
-                a.dealloc(shrunk, Layout::from_size_align(1000, 64).unwrap());
             }
         }
     }
