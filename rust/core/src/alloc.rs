@@ -42,7 +42,10 @@ fn mapped_len(size: usize) -> usize {
 mod os {
     use super::{HUGE, mapped_len};
 
-    static PRIMED: std::sync::Once = std::sync::Once::new();
+    /// Whether glibc's thresholds were raised. A flag, not a `Once`: a fork while another
+    /// thread ran a `Once` would leave the child waiting on it forever, and priming twice
+    /// is harmless.
+    static PRIMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
     /// Maps `mapped_len(size)` zeroed bytes at a 2 MiB boundary, or returns null.
     pub fn map(size: usize) -> *mut u8 {
@@ -55,11 +58,11 @@ mod os {
         // faults for 8 batches instead of 1,200). One block just under 32 MiB, mapped and freed, raises both
         // thresholds as freeing a batch buffer did. Elsewhere this is one allocation and
         // its free.
-        PRIMED.call_once(|| {
+        if !PRIMED.swap(true, std::sync::atomic::Ordering::Relaxed) {
             // SAFETY: a plain malloc and free of the block it returned; black_box keeps the
             // compiler from eliding the pair.
             unsafe { libc::free(std::hint::black_box(libc::malloc((32 << 20) - (64 << 10)))) };
-        });
+        }
         let len = mapped_len(size);
         let Some(span) = len.checked_add(HUGE) else { return std::ptr::null_mut() };
         // SAFETY: an anonymous private mapping with no address hint touches no existing memory.
@@ -207,8 +210,10 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn large_blocks_are_aligned_zeroed_and_survive_reallocation() {
         let a = HugeAlloc;
+        let pattern = |i: usize| (i * 7 % 251 + 1) as u8;
         // Alignment 64 grows by moving pages, 64 KiB by a copy (a move keeps only page
         // alignment).
         for align in [64, 1 << 16] {
@@ -222,37 +227,52 @@ mod tests {
                     assert!(block.iter().all(|&b| b == 0), "size {size}: not zeroed");
                     if direct(layout) {
                         assert_eq!(p as usize % HUGE, 0, "size {size}: not 2 MiB aligned");
+                        assert!(mapped(p, mapped_len(size)), "size {size}: mapping shorter than its length");
                     }
-                    for (i, b) in block.iter_mut().enumerate().step_by(4093) {
-                        *b = (i % 251) as u8;
+                    block[..1000].iter_mut().enumerate().for_each(|(i, b)| *b = pattern(i));
+                    for i in (1000..size).step_by(4093) {
+                        block[i] = pattern(i);
                     }
                     block[size - 1] = 7;
                     // Grow within the mapping, past it, then shrink below the threshold.
-                    let mut at = p;
-                    let mut held = layout;
+                    let (mut at, mut held, mut tail) = (p, layout, None);
                     for grown in [size + 100, size + HUGE, size + 5 * HUGE] {
                         at = a.realloc(at, held, grown);
                         assert!(!at.is_null());
                         assert_eq!(at as usize % align, 0, "size {size}: alignment {align} lost");
                         held = Layout::from_size_align(grown, align).unwrap();
-                        let g = std::slice::from_raw_parts(at, size);
-                        for i in (0..size).step_by(4093) {
-                            assert_eq!(g[i], (i % 251) as u8, "size {size}: byte {i} lost growing to {grown}");
+                        let g = std::slice::from_raw_parts(at, grown);
+                        assert!((0..1000).all(|i| g[i] == pattern(i)), "size {size}: head lost growing to {grown}");
+                        for i in (1000..size - 1).step_by(4093) {
+                            assert_eq!(g[i], pattern(i), "size {size}: byte {i} lost growing to {grown}");
                         }
                         assert_eq!(g[size - 1], 7);
-                        // The new tail is writable.
+                        if let Some(t) = tail {
+                            assert_eq!(g[t], 1, "size {size}: the last tail lost growing to {grown}");
+                        }
+                        if direct(held) {
+                            assert!(mapped(at, mapped_len(grown)), "size {size}: mapping shorter than {grown}");
+                        }
+                        // The new tail is writable, and kept by the next growth.
                         *at.add(grown - 1) = 1;
+                        tail = Some(grown - 1);
                     }
                     let shrunk = a.realloc(at, held, 1000);
                     assert!(!shrunk.is_null());
                     let s = std::slice::from_raw_parts(shrunk, 1000);
-                    for i in (0..1000).step_by(4093) {
-                        assert_eq!(s[i], (i % 251) as u8);
-                    }
+                    assert!((0..1000).all(|i| s[i] == pattern(i)), "size {size}: lost shrinking");
                     a.dealloc(shrunk, Layout::from_size_align(1000, align).unwrap());
                 }
             }
         }
+    }
+
+    /// Whether every page of `[p, p + len)` is mapped (`mincore` fails with ENOMEM otherwise).
+    #[cfg(target_os = "linux")]
+    fn mapped(p: *mut u8, len: usize) -> bool {
+        let mut pages = vec![0u8; len.div_ceil(4096)];
+        // SAFETY: mincore only reads the page tables; `pages` has a byte per page.
+        unsafe { libc::mincore(p.cast(), len, pages.as_mut_ptr()) == 0 }
     }
 
     #[test]
