@@ -292,13 +292,12 @@ pub fn reg2cls(
         }
     }
     let perm: Vec<usize> = if fixed.permute_features { rng.permutation(cols) } else { (0..cols).collect() };
-    let mut out = vec![0.0f32; rows * cols];
-    // Row by row: contiguous writes, one sequential read stream per column.
+    // Row by row: contiguous writes (appended, so no zeroing pass first), one sequential read
+    // stream per column.
     let sources: Vec<&[f64]> = perm.iter().map(|&p| &columns[p][..rows]).collect();
-    for (r, row) in out.chunks_exact_mut(cols.max(1)).enumerate() {
-        for (o, s) in row.iter_mut().zip(&sources) {
-            *o = s[r] as f32;
-        }
+    let mut out = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        out.extend(sources.iter().map(|s| s[r] as f32));
     }
     let categorical = perm.iter().map(|&p| is_cat[p]).collect();
 

@@ -181,24 +181,28 @@ pub fn mlp_scm(rng: &mut Rng, rows: usize, num_features: usize, hp: &ScmHp) -> R
     }
 
     // Forward. The causal variant keeps every block output to pick X and y from.
-    let mut h = vec![0.0f32; rows * hidden];
-    for row in h.chunks_exact_mut(hidden) {
-        row.copy_from_slice(&layers[0].b);
-    }
+    // Every row starts as the bias (copied, so no zeroing pass first).
+    let mut h = layers[0].b.repeat(rows);
     layers[0].accumulate(&causes, rows, &mut h);
     let mut kept: Vec<Vec<f32>> = Vec::new();
     let mut names = Vec::with_capacity(n_blocks);
+    // The buffer of two layers back: `init` overwrites every value, so a layer of the same
+    // width reuses it as it is, and only a new width costs a zeroed allocation.
+    let mut spare: Vec<f32> = Vec::new();
     for layer in &layers[1..] {
         let act = layer.act.as_ref().expect("hidden blocks have an activation");
         names.push(act.name().to_string());
         act.apply(&mut h, rows, layer.fan_in);
-        let mut next = vec![0.0f32; rows * layer.fan_out];
+        let mut next = std::mem::take(&mut spare);
+        if next.len() != rows * layer.fan_out {
+            next = vec![0.0f32; rows * layer.fan_out];
+        }
         layer.noise.init(rng, &mut next, &layer.b);
         layer.accumulate(&h, rows, &mut next);
         if hp.is_causal {
             kept.push(next.clone());
         }
-        h = next;
+        spare = std::mem::replace(&mut h, next);
     }
 
     if !hp.is_causal {
