@@ -986,7 +986,7 @@ mod tests {
                 let want = column_stats_generic(&x, rows, cols);
                 // SAFETY: checked just above.
                 let got = unsafe { column_stats_avx512(&x, rows, cols) };
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                let bits = crate::tests::f32_bits;
                 assert_eq!(bits(&want.0), bits(&got.0), "{rows} x {cols}: means");
                 assert_eq!(bits(&want.1), bits(&got.1), "{rows} x {cols}: inverse stds");
             }

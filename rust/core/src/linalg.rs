@@ -349,7 +349,7 @@ mod tests {
                         );
                         gemm512::sgemm_wt(n, k, m, a.as_ptr(), lda, w.as_ptr(), ldw, beta, got.as_mut_ptr(), ldo);
                     }
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    let bits = crate::tests::f32_bits;
                     assert_eq!(bits(&want), bits(&got), "n={n} k={k} m={m} beta={beta}");
                 }
             }
@@ -404,7 +404,7 @@ mod tests {
         let (mut dense, mut blocked) = (start.clone(), start);
         linear_accumulate(&a, n, k, &w, m, &mut dense);
         linear_accumulate_blocks(&a, n, k, &w, m, blocks, &mut blocked);
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let bits = crate::tests::f32_bits;
         assert_eq!(bits(&dense), bits(&blocked));
     }
 }

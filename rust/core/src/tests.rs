@@ -3,6 +3,12 @@
 use crate::batch::generate_batch;
 use crate::config::PriorConfig;
 
+/// The bit patterns of `v`: the comparison the bit-for-bit kernel tests make (NaN and the
+/// sign of zero included, which `==` on floats would not).
+pub(crate) fn f32_bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
 fn config(prior: &str, batch_size: usize, extra: &str) -> PriorConfig {
     let json = format!(
         r#"{{

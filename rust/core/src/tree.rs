@@ -2063,7 +2063,7 @@ mod tests {
             let first = fit_predict(&x, n, p, &y, o, &params);
             let bound = (1usize << depth).pow(rounds as u32);
             assert!(bound >= n || distinct_rows(&first, o) <= bound, "n={n} p={p} o={o}: too many values");
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            let bits = crate::tests::f32_bits;
             let mut best = f64::MAX;
             for _ in 0..50 {
                 let t = std::time::Instant::now();

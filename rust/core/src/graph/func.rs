@@ -979,7 +979,7 @@ mod lp_tests {
             let x = Mat::from_vec(n, d, xs);
             let c = x.take_rows(&(0..nc).map(|i| (i * 5) % n).collect::<Vec<_>>());
             let ct = transpose(&c.data, nc, d);
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+            let bits = crate::tests::f32_bits;
             for p in [0.7f32, 1.0, 2.0, 3.3] {
                 let (mut a, mut b) = (vec![0.0f32; n * nc], vec![0.0f32; n * nc]);
                 // SAFETY: the CPU has every feature checked above.
