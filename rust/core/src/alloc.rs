@@ -55,9 +55,9 @@ mod os {
         // With the large blocks taken away from it, that would never happen: every block
         // of 128 KiB to 16 MiB would be a fresh mapping, faulted in page by page, and the
         // heap would be trimmed and faulted in again (tree_scm, with a 4 MiB threshold: 68,000
-        // faults for 8 batches instead of 1,200). One block just under 32 MiB, mapped and freed, raises both
-        // thresholds as freeing a batch buffer did. Elsewhere this is one allocation and
-        // its free.
+        // faults for 8 batches instead of 1,200). One block just under 32 MiB, mapped and
+        // freed, raises both thresholds as freeing a batch buffer did. Elsewhere this is one
+        // allocation and its free.
         if !PRIMED.swap(true, std::sync::atomic::Ordering::Relaxed) {
             // SAFETY: a plain malloc and free of the block it returned; black_box keeps the
             // compiler from eliding the pair.
