@@ -563,7 +563,7 @@ def test_get_batch_hands_rust_buffers_to_torch_without_copy() -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="direct huge-page mappings are Linux only")
-def test_large_batch_buffers_come_from_the_huge_page_allocator() -> None:
+def test_large_batch_buffers_come_from_the_huge_page_allocator_and_are_reused() -> None:
     # 16 x 1024 x 256 float32 cells = 16 MiB, the allocator's threshold for direct mappings:
     # such an X starts at a 2 MiB boundary (the system allocator's blocks follow a 16-byte
     # header, so theirs do not).
@@ -574,6 +574,17 @@ def test_large_batch_buffers_come_from_the_huge_page_allocator() -> None:
     # The fresh mapping reads as zero wherever no dataset wrote: the padding past each d.
     for b in range(X.shape[0]):
         assert torch.all(X[b, :, int(d[b]) :] == 0)
+    # Freed, the mapping is kept for the next batch of its size, which finds it full of its
+    # last owner's values: the padding must read zero all the same, and the batch equal
+    # itself drawn into fresh memory.
+    ptr = X.data_ptr()
+    X.fill_(7.0)
+    del X
+    X1, _, d1, *_ = big.get_batch(1)
+    assert X1.data_ptr() == ptr, "the freed batch buffer was not reused"
+    for b in range(X1.shape[0]):
+        assert torch.all(X1[b, :, int(d1[b]) :] == 0)
+    assert torch.equal(X1, big.get_batch(1)[0])
 
 
 def test_get_batch_numpy_arrays_are_not_numpy_owned() -> None:

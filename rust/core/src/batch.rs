@@ -6,6 +6,7 @@
 //! attempt). Plans are made sequentially (cheap), datasets are generated in parallel, and
 //! the result is identical for any number of threads.
 
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -475,8 +476,15 @@ fn estimated_cost(cfg: &PriorConfig, index: u64, pos: usize, plan: &DatasetPlan)
     plan.seq_len as f64 * per_row
 }
 
-/// One dataset's slot: (position, ((X rows, y rows), plan)).
-type WorkItem<'a> = (usize, ((&'a mut [f32], &'a mut [f32]), &'a DatasetPlan));
+/// One dataset's slot: (position, ((X rows, y rows), plan)); X is zeroed by the worker.
+type WorkItem<'a> = (usize, ((&'a mut [MaybeUninit<f32>], &'a mut [f32]), &'a DatasetPlan));
+
+/// Zeroes a slot and views it as initialised.
+fn zeroed(s: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    s.fill(MaybeUninit::new(0.0));
+    // SAFETY: every element was just written, and MaybeUninit<f32> has f32's layout.
+    unsafe { &mut *(s as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
 
 /// Generates batch `index` on `threads` threads (a fork-safe pool of this process).
 pub fn generate_batch(cfg: &PriorConfig, index: u64, threads: usize) -> Batch {
@@ -484,12 +492,20 @@ pub fn generate_batch(cfg: &PriorConfig, index: u64, threads: usize) -> Batch {
     let b = plans.len();
     let t = plans.iter().map(|p| p.seq_len).max().unwrap_or(0);
     let f = cfg.max_features;
-    let mut x = vec![0.0f32; b * t * f];
+    // X is left uninitialised and each dataset zeroes its own slot just before writing it, on
+    // its worker's thread and while the slot is in cache, rather than in one pass over the
+    // whole buffer first; a batch buffer reused by the allocator is then written once.
+    let mut x: Vec<MaybeUninit<f32>> = Vec::with_capacity(b * t * f);
+    // SAFETY: MaybeUninit needs no initialisation; the length is the capacity just reserved.
+    unsafe { x.set_len(b * t * f) };
     let mut y = vec![0.0f32; b * t];
-    let work = |(pos, ((xs, ys), plan)): WorkItem<'_>| match plan.kind {
-        Kind::Dummy => generate_dummy(cfg, index, pos, plan, f, xs, ys),
-        Kind::Graph => crate::graph::generate(cfg, &cfg.graph, index, pos, plan, f, xs, ys),
-        _ => generate_scm(cfg, index, pos, plan, f, xs, ys),
+    let work = |(pos, ((xs, ys), plan)): WorkItem<'_>| {
+        let xs = zeroed(xs);
+        match plan.kind {
+            Kind::Dummy => generate_dummy(cfg, index, pos, plan, f, xs, ys),
+            Kind::Graph => crate::graph::generate(cfg, &cfg.graph, index, pos, plan, f, xs, ys),
+            _ => generate_scm(cfg, index, pos, plan, f, xs, ys),
+        }
     };
     let meta: Vec<DatasetMeta> = if threads <= 1 || b <= 1 {
         x.chunks_mut(t * f).zip(y.chunks_mut(t)).zip(plans.iter()).enumerate().map(work).collect()
@@ -526,6 +542,11 @@ pub fn generate_batch(cfg: &PriorConfig, index: u64, threads: usize) -> Batch {
         });
         done.into_iter().map(|m| m.into_inner().unwrap_or_else(PoisonError::into_inner).expect("generated")).collect()
     };
+    // Every slot went through `work` exactly once (a panic there never gets here).
+    let mut x = std::mem::ManuallyDrop::new(x);
+    // SAFETY: all b * t * f values are initialised, and the allocation is x's own, with the
+    // layout of a Vec<f32> of the same capacity.
+    let x = unsafe { Vec::from_raw_parts(x.as_mut_ptr().cast::<f32>(), x.len(), x.capacity()) };
     Batch {
         b,
         t,
