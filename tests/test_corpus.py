@@ -258,8 +258,13 @@ def test_corrupted_and_truncated_shards_name_the_file(tmp_path: Path, corpus: Pa
     shard.write_bytes(bytes(data))
     ds = ShardDataset(c, 6)
     assert ds.get_batch_numpy(1) is not None
-    with pytest.raises(CorpusError, match=r"batch-000000002.parquet: unreadable Parquet .*corrupted"):
-        ds.get_batch_numpy(2)  # the page checksums catch the flipped byte
+    # The page checksums catch the flipped byte, which lies in the float cells (most of the
+    # file), where the error names the column, the row group and the check that failed.
+    with pytest.raises(
+        CorpusError,
+        match=r"batch-000000002.parquet: column x: row group \d+: page checksum mismatch .*corrupted",
+    ):
+        ds.get_batch_numpy(2)
     with pytest.raises(CorpusError, match=r"batch-000000002.parquet: checksum mismatch"):
         ShardDataset(c, 6, verify="digest").get_batch_numpy(2)
     shard.write_bytes(bytes(data[: len(data) // 3]))
@@ -274,6 +279,51 @@ def test_corrupted_and_truncated_shards_name_the_file(tmp_path: Path, corpus: Pa
     shard.unlink()
     with pytest.raises(CorpusError, match="shard file is missing"):
         ShardDataset(c, 6).get_batch_numpy(2)
+
+
+def test_tabfm_shards_are_decoded_by_the_core_exactly_as_arrow_reads_them(
+    tmp_path: Path, corpus: Path, monkeypatch
+) -> None:
+    import tabfm.corpus._reader as reader
+
+    # Batches of 4 over shards of 6 datasets (one row group each): batches straddle shards and
+    # start inside row groups, so lists are skipped and slots offset.
+    fast = ShardDataset(corpus, 4)
+    assert fast._open(0)[3] is not None, "a tabfm shard did not take the core's decoder"
+    got = [fast.get_batch_numpy(i, return_meta=True) for i in range(len(fast))]
+    monkeypatch.setattr(reader, "_fast_chunks", lambda handle: None)
+    slow = ShardDataset(corpus, 4)
+    assert slow._open(0)[3] is None
+    for i, g in enumerate(got):
+        want = slow.get_batch_numpy(i, return_meta=True)
+        for a, b in zip(g[:5], want[:5], strict=True):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            assert a.tobytes() == b.tobytes(), f"batch {i} differs from Arrow's reading"
+        assert g[5] == want[5]
+    # float16 shards come from pyarrow's writer: Arrow decodes them.
+    monkeypatch.undo()
+    half = tmp_path / "half"
+    generate_corpus(half, SETTINGS, float16=True, progress=False)
+    assert ShardDataset(half, 4)._open(0)[3] is None
+
+
+def test_a_damaged_target_page_names_its_column_and_row_group(tmp_path: Path, corpus: Path) -> None:
+    c = tmp_path / "c"
+    shutil.copytree(corpus, c)
+    shard = c / "shards" / "batch-000000001.parquet"
+    md = pq.ParquetFile(shard).metadata
+    rg = md.row_group(0)
+    (y,) = [rg.column(j) for j in range(rg.num_columns) if rg.column(j).path_in_schema.startswith("y.")]
+    data = bytearray(shard.read_bytes())
+    data[y.data_page_offset + y.total_compressed_size - 2] ^= 0x10  # inside the page, past its header
+    shard.write_bytes(bytes(data))
+    with pytest.raises(
+        CorpusError, match=r"batch-000000001.parquet: column y: row group 0: page checksum mismatch"
+    ):
+        ShardDataset(c, 6).get_batch_numpy(1)
+    assert ShardDataset(c, 6).get_batch_numpy(0) is not None
+    with pytest.warns(UserWarning, match="skipping corrupt shard: .*batch-000000001.parquet: column y"):
+        assert ShardDataset(c, 6, skip_corrupt=True).get_batch_numpy(1) is None
 
 
 def test_incomplete_corpus_needs_follow_mode(tmp_path: Path, corpus: Path) -> None:

@@ -1,6 +1,7 @@
 """Type stubs for the Rust extension ``tabfm._core`` (hand-written)."""
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -52,6 +53,23 @@ def write_corpus_shard(
 
 def file_digest(path: str | os.PathLike[str]) -> str:
     """XXH3-128 hex digest of a file (32 hex digits, as ``xxhsum -H2`` prints it)."""
+
+def read_shard_lists(
+    path: str | os.PathLike[str],
+    chunks: Sequence[tuple[int, int, bool]],
+    lists_per_chunk: Sequence[int],
+    rows: Sequence[int],
+    cols: Sequence[int],
+    skip: int,
+    count: int,
+    slot: int,
+    out: npt.NDArray[np.float32],
+) -> None:
+    """Decodes lists ``skip .. skip + count`` of one float list column of a shard written by
+    tabfm (``chunks``: ``(offset, length, zstd)`` of consecutive row groups, each holding
+    ``lists_per_chunk[i]`` lists of ``rows[j] x cols[j]`` cells) into slots ``slot ..`` of
+    ``out`` (slots, t, f), verifying each page's CRC32. Raises ``ValueError`` naming the row
+    group and what failed for a damaged or foreign chunk."""
 
 def _tree_fit_predict(
     x: npt.NDArray[np.float32], y: npt.NDArray[np.float32], max_depth: int, n_estimators: int

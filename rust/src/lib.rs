@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use numpy::ndarray::{Array1, Array2, Array3};
 use numpy::{
-    IntoPyArray, PyArray1, PyArray2, PyArray3, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArray3,
+    IntoPyArray, PyArray1, PyArray2, PyArray3, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArray3, PyReadwriteArray3,
     PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyOSError, PyValueError};
@@ -365,6 +365,39 @@ fn write_corpus_shard(
     result.map_err(|(is_io, e)| if is_io { PyOSError::new_err(e) } else { PyValueError::new_err(e) })
 }
 
+/// Decodes lists `skip .. skip + count` of one float list column of a tabfm shard (chunks:
+/// `(offset, length, zstd)` of consecutive row groups) into slots `slot ..` of `out`
+/// `(slots, t, f)`, GIL released. A damaged or foreign chunk raises `ValueError` naming the
+/// row group and what failed.
+#[allow(clippy::too_many_arguments)]
+#[pyfunction]
+#[pyo3(signature = (path, chunks, lists_per_chunk, rows, cols, skip, count, slot, out))]
+fn read_shard_lists(
+    py: Python<'_>,
+    path: std::path::PathBuf,
+    chunks: Vec<(u64, u64, bool)>,
+    lists_per_chunk: Vec<usize>,
+    rows: Vec<usize>,
+    cols: Vec<usize>,
+    skip: usize,
+    count: usize,
+    slot: usize,
+    mut out: PyReadwriteArray3<'_, f32>,
+) -> PyResult<()> {
+    use tabfm_core::shard_read::{ChunkRange, Target, read_lists};
+    let [_, t_max, f_max] =
+        <[usize; 3]>::try_from(out.shape()).map_err(|_| PyValueError::new_err("out must be 3-D"))?;
+    let out = out.as_slice_mut().map_err(|_| PyValueError::new_err("out must be a C-contiguous array"))?;
+    let chunks: Vec<ChunkRange> =
+        chunks.into_iter().map(|(offset, len, zstd)| ChunkRange { offset, len, zstd }).collect();
+    py.detach(|| {
+        let file = std::fs::File::open(&path).map_err(|e| format!("cannot open: {e}"))?;
+        let mut target = Target { out, t_max, f_max };
+        read_lists(&file, &chunks, &lists_per_chunk, &rows, &cols, skip, count, slot, &mut target)
+    })
+    .map_err(PyValueError::new_err)
+}
+
 /// XXH3-128 hex digest of a file (the shard checksum of corpus records), GIL released.
 #[pyfunction]
 fn file_digest(py: Python<'_>, path: std::path::PathBuf) -> PyResult<String> {
@@ -389,6 +422,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(available_threads, m)?)?;
     m.add_function(wrap_pyfunction!(write_corpus_shard, m)?)?;
     m.add_function(wrap_pyfunction!(file_digest, m)?)?;
+    m.add_function(wrap_pyfunction!(read_shard_lists, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

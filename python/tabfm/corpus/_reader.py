@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
+from tabfm import _core
 from tabfm._positions import RankPositions, check_rank_args
 from tabfm.corpus._format import (
     FORMAT_VERSION,
@@ -26,6 +27,37 @@ from tabfm.corpus._format import (
     schema,
     shard_name,
 )
+
+#: The per-dataset scalar columns a batch needs besides X and y.
+_SCALARS = ["seq_len", "train_size", "d"]
+#: ``created_by`` of the shards the core writes, whose float pages the core also decodes.
+_TABFM_WRITER = "tabfm version "
+
+
+def _fast_chunks(handle) -> dict[str, list[tuple[int, int, bool]]] | None:
+    """Byte ranges ``(offset, length, zstd)`` per row group of the x and y columns when the
+    core wrote this shard (one float32 data page per chunk), else None (Arrow decodes it)."""
+    md = handle.metadata
+    if not (md.created_by or "").startswith(_TABFM_WRITER):
+        return None
+    out: dict[str, list[tuple[int, int, bool]]] = {"x": [], "y": []}
+    for g in range(md.num_row_groups):
+        rg = md.row_group(g)
+        for j in range(rg.num_columns):
+            c = rg.column(j)
+            name = c.path_in_schema.split(".")[0]
+            if name not in out:
+                continue
+            if (
+                c.physical_type != "FLOAT"
+                or c.compression not in ("ZSTD", "UNCOMPRESSED")
+                or c.has_dictionary_page
+            ):
+                return None
+            out[name].append((c.data_page_offset, c.total_compressed_size, c.compression == "ZSTD"))
+    if any(len(v) != md.num_row_groups for v in out.values()):
+        return None
+    return out
 
 
 class ShardDataset(RankPositions, IterableDataset):
@@ -184,7 +216,12 @@ class ShardDataset(RankPositions, IterableDataset):
             return None
         self._verified.add(shard)
         sizes = [handle.metadata.row_group(i).num_rows for i in range(handle.num_row_groups)]
-        entry = (handle, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64).tolist(), file)
+        entry = (
+            handle,
+            np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64).tolist(),
+            file,
+            _fast_chunks(handle),
+        )
         self._cache[shard] = entry
         while len(self._cache) > self.cache_shards:
             self._cache.popitem(last=False)
@@ -195,17 +232,18 @@ class ShardDataset(RankPositions, IterableDataset):
             raise error
         warnings.warn(f"skipping corrupt shard: {error}", stacklevel=4)
 
-    def _rows(self, shard: int, lo: int, hi: int):
-        """Datasets [lo, hi) of a shard as an Arrow table, reading only the row groups holding
-        them (their page checksums are verified); None when the shard is corrupt and skipped."""
+    def _rows(self, shard: int, lo: int, hi: int, columns: list[str] | None = None):
+        """Datasets [lo, hi) of a shard as an Arrow table (all columns, or ``columns``), reading
+        only the row groups holding them (their page checksums are verified); None when the
+        shard is corrupt and skipped."""
         entry = self._open(shard)
         if entry is None:
             return None
-        handle, starts, file = entry
+        handle, starts, file, _ = entry
         first = bisect.bisect_right(starts, lo) - 1
         last = bisect.bisect_left(starts, hi) - 1
         try:
-            table = handle.read_row_groups(list(range(first, last + 1)), use_threads=False)
+            table = handle.read_row_groups(list(range(first, last + 1)), columns=columns, use_threads=False)
         except Exception as e:
             self._cache.pop(shard, None)
             self._bad.add(shard)
@@ -214,6 +252,30 @@ class ShardDataset(RankPositions, IterableDataset):
             )
             return None
         return table.slice(lo - starts[first], hi - lo)
+
+    def _decode(self, shard: int, lo: int, hi: int, entry, X: np.ndarray, y: np.ndarray, slot: int) -> bool:
+        """Decodes datasets [lo, hi) of a tabfm-written shard's x and y columns into slots
+        ``slot ..`` of X and y (page checksums verified); False when the shard is corrupt and
+        skipped."""
+        handle, starts, file, chunks = entry
+        first = bisect.bisect_right(starts, lo) - 1
+        last = bisect.bisect_left(starts, hi) - 1
+        groups = list(range(first, last + 1))
+        shapes = handle.read_row_groups(groups, columns=["seq_len", "d"], use_threads=False)
+        rows = shapes.column("seq_len").to_numpy().astype(np.int64).tolist()
+        cols = shapes.column("d").to_numpy().astype(np.int64).tolist()
+        counts = [starts[g + 1] - starts[g] for g in groups]
+        skip = lo - starts[first]
+        try:
+            for name, out, widths in (("x", X, cols), ("y", y[:, :, None], [1] * len(rows))):
+                picked = [chunks[name][g] for g in groups]
+                _core.read_shard_lists(file, picked, counts, rows, widths, skip, hi - lo, slot, out)
+        except ValueError as e:
+            self._cache.pop(shard, None)
+            self._bad.add(shard)
+            self._corrupt(CorpusError(f"{file}: column {name}: {e}: the shard is truncated or corrupted"))
+            return False
+        return True
 
     def read_shard(self, shard: int):
         """A whole shard as an Arrow table (verified), or None when corrupt and skipped."""
@@ -230,17 +292,23 @@ class ShardDataset(RankPositions, IterableDataset):
             raise IndexError(
                 f"index={index} is out of range: the corpus holds {self.total // self.batch_size} batches"
             )
-        rows = []
+        # Per shard touched: its datasets [lo, hi), their scalar (and meta) columns, and where
+        # X and y come from: the core's decoder for tabfm-written shards, else Arrow.
+        parts = []
         shard = bisect.bisect_right(self._starts, start) - 1
         while self._starts[shard] < stop:
             lo = max(start - self._starts[shard], 0)
             hi = min(stop, self._starts[shard + 1]) - self._starts[shard]
             if hi > lo:
-                table = self._rows(shard, lo, hi)
+                entry = self._open(shard)
+                fast = entry is not None and entry[3] is not None
+                columns = _SCALARS + (["meta", "lineage"] if return_meta else []) if fast else None
+                table = self._rows(shard, lo, hi, columns)
                 if table is None:
                     return None
-                rows.append(table)
+                parts.append((shard, lo, hi, table, entry if fast else None))
             shard += 1
+        rows = [p[3] for p in parts]
         d = np.concatenate([r.column("d").to_numpy() for r in rows]).astype(np.int64)
         seq_lens = np.concatenate([r.column("seq_len").to_numpy() for r in rows]).astype(np.int64)
         train_sizes = np.concatenate([r.column("train_size").to_numpy() for r in rows]).astype(np.int64)
@@ -249,13 +317,14 @@ class ShardDataset(RankPositions, IterableDataset):
         y = np.zeros((self.batch_size, t), dtype=np.float32)
         b = 0
         metas = []
-        for r in rows:
-            xs = r.column("x")
-            ys = r.column("y")
+        for shard, lo, hi, r, fast in parts:
+            if fast is not None and not self._decode(shard, lo, hi, fast, X, y, b):
+                return None
             for i in range(r.num_rows):
-                n, k = int(seq_lens[b]), int(d[b])
-                X[b, :n, :k] = xs[i].values.to_numpy(zero_copy_only=False).reshape(n, k)
-                y[b, :n] = ys[i].values.to_numpy(zero_copy_only=False)
+                if fast is None:
+                    n, k = int(seq_lens[b]), int(d[b])
+                    X[b, :n, :k] = r.column("x")[i].values.to_numpy(zero_copy_only=False).reshape(n, k)
+                    y[b, :n] = r.column("y")[i].values.to_numpy(zero_copy_only=False)
                 if return_meta:
                     m = json.loads(r.column("meta")[i].as_py())
                     lineage = r.column("lineage")[i].as_py()

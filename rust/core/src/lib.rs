@@ -19,6 +19,7 @@ pub mod pool;
 pub mod reg2cls;
 pub mod rng;
 pub mod scm;
+pub mod shard_read;
 pub mod tree;
 
 #[cfg(test)]
