@@ -286,20 +286,28 @@ def test_tabfm_shards_are_decoded_by_the_core_exactly_as_arrow_reads_them(
 ) -> None:
     import tabfm.corpus._reader as reader
 
-    # Batches of 4 over shards of 6 datasets (one row group each): batches straddle shards and
-    # start inside row groups, so lists are skipped and slots offset.
-    fast = ShardDataset(corpus, 4)
-    assert fast._open(0)[3] is not None, "a tabfm shard did not take the core's decoder"
-    got = [fast.get_batch_numpy(i, return_meta=True) for i in range(len(fast))]
+    # Batches of 4 over shards of 6 datasets (one row group each), and of 6 over shards of 20
+    # (row groups of 8, 8 and 4): batches straddle shards and row groups and start inside
+    # them, so lists are skipped and slots offset.
+    wide = tmp_path / "wide"
+    generate_corpus(wide, {**SETTINGS, "batch_size": 20, "num_batches": 2}, progress=False)
+    assert pq.ParquetFile(wide / "shards" / "batch-000000000.parquet").num_row_groups == 3
+    cases = [(corpus, 4), (wide, 6)]
+    got = []
+    for path, b in cases:
+        fast = ShardDataset(path, b)
+        assert fast._open(0)[3] is not None, "a tabfm shard did not take the core's decoder"
+        got.append([fast.get_batch_numpy(i, return_meta=True) for i in range(len(fast))])
     monkeypatch.setattr(reader, "_fast_chunks", lambda handle: None)
-    slow = ShardDataset(corpus, 4)
-    assert slow._open(0)[3] is None
-    for i, g in enumerate(got):
-        want = slow.get_batch_numpy(i, return_meta=True)
-        for a, b in zip(g[:5], want[:5], strict=True):
-            assert a.dtype == b.dtype and a.shape == b.shape
-            assert a.tobytes() == b.tobytes(), f"batch {i} differs from Arrow's reading"
-        assert g[5] == want[5]
+    for (path, b), batches in zip(cases, got, strict=True):
+        slow = ShardDataset(path, b)
+        assert slow._open(0)[3] is None
+        for i, g in enumerate(batches):
+            want = slow.get_batch_numpy(i, return_meta=True)
+            for a, w in zip(g[:5], want[:5], strict=True):
+                assert a.dtype == w.dtype and a.shape == w.shape
+                assert a.tobytes() == w.tobytes(), f"{path.name}: batch {i} differs from Arrow's reading"
+            assert g[5] == want[5]
     # float16 shards come from pyarrow's writer: Arrow decodes them.
     monkeypatch.undo()
     half = tmp_path / "half"

@@ -387,7 +387,10 @@ fn read_shard_lists(
     use tabfm_core::shard_read::{ChunkRange, Target, read_lists};
     let [_, t_max, f_max] =
         <[usize; 3]>::try_from(out.shape()).map_err(|_| PyValueError::new_err("out must be 3-D"))?;
-    let out = out.as_slice_mut().map_err(|_| PyValueError::new_err("out must be a C-contiguous array"))?;
+    // as_slice_mut also accepts Fortran order, whose slots are not contiguous.
+    let c_order = out.is_c_contiguous();
+    let out = out.as_slice_mut().ok().filter(|_| c_order);
+    let out = out.ok_or_else(|| PyValueError::new_err("out must be a C-contiguous array"))?;
     let chunks: Vec<ChunkRange> =
         chunks.into_iter().map(|(offset, len, zstd)| ChunkRange { offset, len, zstd }).collect();
     py.detach(|| {

@@ -261,16 +261,21 @@ class ShardDataset(RankPositions, IterableDataset):
         first = bisect.bisect_right(starts, lo) - 1
         last = bisect.bisect_left(starts, hi) - 1
         groups = list(range(first, last + 1))
-        shapes = handle.read_row_groups(groups, columns=["seq_len", "d"], use_threads=False)
-        rows = shapes.column("seq_len").to_numpy().astype(np.int64).tolist()
-        cols = shapes.column("d").to_numpy().astype(np.int64).tolist()
         counts = [starts[g + 1] - starts[g] for g in groups]
         skip = lo - starts[first]
+        name = "seq_len, d"
         try:
+            # The shapes of every list in these row groups, the skipped ones included.
+            shapes = handle.read_row_groups(groups, columns=["seq_len", "d"], use_threads=False)
+            rows = shapes.column("seq_len").to_numpy().astype(np.int64)
+            cols = shapes.column("d").to_numpy().astype(np.int64)
+            if (rows < 0).any() or (cols < 0).any():
+                raise ValueError("negative seq_len or d")
+            rows, cols = rows.tolist(), cols.tolist()
             for name, out, widths in (("x", X, cols), ("y", y[:, :, None], [1] * len(rows))):
                 picked = [chunks[name][g] for g in groups]
                 _core.read_shard_lists(file, picked, counts, rows, widths, skip, hi - lo, slot, out)
-        except ValueError as e:
+        except Exception as e:  # the core's ValueError, or whatever pyarrow raises for damage
             self._cache.pop(shard, None)
             self._bad.add(shard)
             self._corrupt(CorpusError(f"{file}: column {name}: {e}: the shard is truncated or corrupted"))

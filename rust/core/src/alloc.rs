@@ -87,8 +87,9 @@ impl Cache {
         .flatten()
     }
 
-    /// Keeps a mapping of `len` bytes, evicting the smallest ones where there is no room;
-    /// returns the mappings the caller must unmap (the given one where it is not kept).
+    /// Keeps a mapping of `len` bytes if it is among the largest that fit the bounds: while
+    /// they are exceeded, the smallest of the cached blocks and the new one goes (the new one
+    /// on a tie). Returns the mappings the caller must unmap.
     fn put(&self, addr: usize, len: usize) -> [(usize, usize); CACHE_SLOTS + 1] {
         let mut refused = [(0, 0); CACHE_SLOTS + 1];
         refused[0] = (addr, len);
@@ -107,8 +108,13 @@ impl Cache {
                 }
                 let smallest = (0..CACHE_SLOTS).filter(|&i| slots[i].1 > 0).min_by_key(|&i| slots[i].1);
                 let i = smallest.expect("a full cache holds a mapping");
-                out[n] = std::mem::take(&mut slots[i]);
-                n += 1;
+                if slots[i].1 <= len {
+                    out[n] = std::mem::take(&mut slots[i]);
+                    n += 1;
+                } else {
+                    out[n] = (addr, len);
+                    return out;
+                }
             }
         })
         .unwrap_or(refused)
@@ -238,7 +244,17 @@ unsafe impl GlobalAlloc for HugeAlloc {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if direct(layout) {
-            for (addr, len) in CACHE.put(ptr as usize, mapped_len(layout.size())) {
+            let len = mapped_len(layout.size());
+            // A block moved by `mremap` is only page-aligned: unmapped, never cached, as the
+            // cache hands out 2 MiB-aligned blocks.
+            let unmap = if (ptr as usize).is_multiple_of(HUGE) {
+                CACHE.put(ptr as usize, len)
+            } else {
+                let mut only = [(0, 0); CACHE_SLOTS + 1];
+                only[0] = (ptr as usize, len);
+                only
+            };
+            for (addr, len) in unmap {
                 if len > 0 {
                     // SAFETY: a direct mapping of exactly `len` bytes that nothing uses any more.
                     unsafe { os::unmap(addr as *mut u8, len) };
@@ -414,6 +430,22 @@ mod tests {
             assert_ne!(s, p);
             assert!(std::slice::from_raw_parts(s, big.size()).iter().all(|&b| b == 0));
             a.dealloc(s, big);
+            // A block that `mremap` moved is only page-aligned: freed, it is unmapped, not
+            // cached (the cache hands out 2 MiB-aligned blocks). Made here by hand.
+            while let Some((addr, len)) = CACHE.take(0) {
+                os::unmap(addr as *mut u8, len);
+            }
+            let len = mapped_len(small.size());
+            let rw = libc::PROT_READ | libc::PROT_WRITE;
+            let base =
+                libc::mmap(std::ptr::null_mut(), len + 2 * HUGE, rw, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+            assert_ne!(base, libc::MAP_FAILED);
+            let start = (base as usize).next_multiple_of(HUGE) + 4096;
+            libc::munmap(base, start - base as usize);
+            libc::munmap((start + len) as *mut libc::c_void, base as usize + len + 2 * HUGE - start - len);
+            a.dealloc(start as *mut u8, small);
+            assert!(CACHE.take(0).is_none(), "a block off the 2 MiB grid was cached");
+            assert!(!mapped(start as *mut u8, 4096), "a block off the 2 MiB grid was not unmapped");
         }
     }
 
@@ -431,15 +463,19 @@ mod tests {
         let out = c.put(5, 60 * mb);
         assert_eq!(out[..2], [(2, 20 * mb), (3, 30 * mb)]);
         assert!(out[2..].iter().all(|&(_, len)| len == 0));
+        // Nor for 30 MiB, now the smallest of all: it is the one refused.
+        assert_eq!(c.put(6, 30 * mb)[..2], [(6, 30 * mb), (0, 0)]);
         // A taker gets the smallest block that is large enough, once.
         assert_eq!(c.take(35 * mb), Some((4, 40 * mb)));
         assert_eq!(c.take(35 * mb), Some((5, 60 * mb)));
         assert_eq!(c.take(1), None);
-        // All slots full of small blocks: the smallest one makes room.
+        // All slots full of small blocks: the smallest one makes room for a larger one, and
+        // a block no larger than any is refused.
         for i in 0..CACHE_SLOTS {
             assert!(kept(c.put(10 + i, (i + 1) * HUGE)));
         }
-        assert_eq!(c.put(20, HUGE)[0], (10, HUGE));
+        assert_eq!(c.put(20, 2 * HUGE)[0], (10, HUGE));
+        assert_eq!(c.put(21, HUGE)[0], (21, HUGE));
         // While another thread holds the cache, nobody waits: blocks are neither taken nor kept.
         c.busy.store(true, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(c.take(1), None);

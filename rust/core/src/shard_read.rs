@@ -56,19 +56,23 @@ pub fn read_lists(
     slot: usize,
     target: &mut Target<'_>,
 ) -> Result<(), String> {
-    let total: usize = lists_per_chunk.iter().sum();
-    if chunks.len() != lists_per_chunk.len() || rows.len() != total || cols.len() != total || skip + count > total {
+    let total = lists_per_chunk.iter().try_fold(0usize, |a, &n| a.checked_add(n));
+    let end = skip.checked_add(count);
+    if chunks.len() != lists_per_chunk.len()
+        || total.is_none_or(|t| rows.len() != t || cols.len() != t || end.is_none_or(|e| e > t))
+    {
         return Err(format!(
-            "{} chunks with {lists_per_chunk:?} lists, {} shapes, lists {skip}..{}",
+            "{} chunks with {lists_per_chunk:?} lists, {} shapes, {count} lists from {skip}",
             chunks.len(),
-            rows.len(),
-            skip + count
+            rows.len()
         ));
     }
-    let slot_len = target.t_max * target.f_max;
-    if (slot + count) * slot_len > target.out.len() {
+    let slot_len = target.t_max.checked_mul(target.f_max);
+    let needed = slot.checked_add(count).zip(slot_len).and_then(|(n, l)| n.checked_mul(l));
+    if needed.is_none_or(|n| n > target.out.len()) {
         return Err(format!("{count} lists from slot {slot} do not fit the output"));
     }
+    let slot_len = slot_len.expect("checked above");
     if let Some(i) = (skip..skip + count).find(|&i| rows[i] > target.t_max || cols[i] > target.f_max) {
         return Err(format!("list {i} is {} x {}, larger than a slot", rows[i], cols[i]));
     }
@@ -108,6 +112,15 @@ fn read_chunk(
     cols: &[usize],
     then: impl FnOnce(&[u8], &[usize]),
 ) -> Result<(), String> {
+    // The range comes from the footer, which no checksum covers: check it against the file
+    // before allocating it.
+    let size = file.metadata().map_err(|e| format!("cannot stat the file: {e}"))?.len();
+    if chunk.offset.checked_add(chunk.len).is_none_or(|end| end > size) {
+        return Err(format!(
+            "the column chunk at byte {} ({} bytes) runs past the end of the file ({size} bytes; truncated)",
+            chunk.offset, chunk.len
+        ));
+    }
     let len = usize::try_from(chunk.len).map_err(|_| "column chunk too large".to_string())?;
     CHUNK.with_borrow_mut(|buf| {
         buf.resize(len, 0);
@@ -136,11 +149,12 @@ fn read_chunk(
                 h.encoding, h.def_encoding, h.rep_encoding
             ));
         }
-        let (want_rep, want_def, cells) = expected_levels(rows, cols);
+        let (want_rep, want_def, cells) =
+            expected_levels(rows, cols).ok_or("the lists' seq_len x d overflow a page")?;
         // The levels take a few bytes per list; a larger size is a damaged header, not a
         // reason to allocate it.
-        let bound = 4 * cells + 16 * (rows.len() + 2);
-        if h.uncompressed > bound {
+        let bound = cells.checked_mul(4).and_then(|b| b.checked_add(16 * (rows.len() + 2)));
+        if bound.is_none_or(|b| h.uncompressed > b) {
             return Err(format!("the page header claims {} bytes for {cells} cells", h.uncompressed));
         }
         BODY.with_borrow_mut(|body| {
@@ -158,12 +172,12 @@ fn read_chunk(
                 page
             };
             let mut at = 0;
-            let rep = levels(body, &mut at, 1)?;
-            let def = levels(body, &mut at, 2)?;
+            let rep = levels(body, &mut at, 1, h.num_values)?;
+            let def = levels(body, &mut at, 2, h.num_values)?;
             if rep != want_rep || def != want_def {
                 return Err("levels do not match the lists' seq_len x d".into());
             }
-            let entries: usize = def.iter().map(|&(_, n)| n).sum();
+            let entries: usize = want_def.iter().map(|&(_, n)| n).sum();
             if entries != h.num_values {
                 return Err(format!("{entries} level entries, the page header says {}", h.num_values));
             }
@@ -205,13 +219,13 @@ fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> Result<()
 type Runs = Vec<(u32, usize)>;
 
 /// The repetition and definition level runs the writer emits for these lists, and their
-/// number of cells.
-fn expected_levels(rows: &[usize], cols: &[usize]) -> (Runs, Runs, usize) {
+/// number of cells; None where the counts overflow.
+fn expected_levels(rows: &[usize], cols: &[usize]) -> Option<(Runs, Runs, usize)> {
     let (mut rep, mut def) = (Vec::new(), Vec::new());
-    let mut cells = 0;
+    let mut cells = 0usize;
     for (&r, &k) in rows.iter().zip(cols) {
-        let n = r * k;
-        cells += n;
+        let n = r.checked_mul(k)?;
+        cells = cells.checked_add(n)?;
         push_run(&mut rep, 0, 1);
         if n == 0 {
             push_run(&mut def, DEF_EMPTY, 1);
@@ -220,35 +234,42 @@ fn expected_levels(rows: &[usize], cols: &[usize]) -> (Runs, Runs, usize) {
             push_run(&mut def, DEF_CELL, n);
         }
     }
-    (rep, def, cells)
+    cells.checked_mul(4)?;
+    Some((rep, def, cells))
 }
 
+/// Appends `n` entries of `value`; the callers keep the total within a page's entry count.
 fn push_run(runs: &mut Runs, value: u32, n: usize) {
     if n == 0 {
         return;
     }
     match runs.last_mut() {
-        Some((v, count)) if *v == value => *count += n,
+        Some((v, count)) if *v == value => *count = count.saturating_add(n),
         _ => runs.push((value, n)),
     }
 }
 
 /// Decodes one length-prefixed RLE / bit-packed hybrid level block of `bit_width` bits at
-/// `*at` into merged (value, count) runs, and moves `*at` past it.
-fn levels(body: &[u8], at: &mut usize, bit_width: u32) -> Result<Runs, String> {
+/// `*at` into merged (value, count) runs of at most `limit` entries (the page's count: the
+/// last bit-packed group is padded to 8 values), and moves `*at` past it.
+fn levels(body: &[u8], at: &mut usize, bit_width: u32, limit: usize) -> Result<Runs, String> {
     let short = || "levels run past the page".to_string();
     let len_bytes = body.get(*at..*at + 4).ok_or_else(short)?;
     let len = u32::from_le_bytes(len_bytes.try_into().expect("4 bytes")) as usize;
     let block = body.get(*at + 4..*at + 4 + len).ok_or_else(short)?;
     *at += 4 + len;
     let mut runs = Vec::new();
-    let mut pos = 0;
+    let (mut pos, mut left) = (0, limit);
     let value_bytes = bit_width.div_ceil(8) as usize;
     let mask = (1u32 << bit_width) - 1;
     while pos < block.len() {
         let header = varint(block, &mut pos).ok_or_else(short)?;
         if header & 1 == 0 {
             let n = usize::try_from(header >> 1).map_err(|_| short())?;
+            if n > left {
+                return Err(format!("levels hold more than the page's {limit} entries"));
+            }
+            left -= n;
             let bytes = block.get(pos..pos + value_bytes).ok_or_else(short)?;
             pos += value_bytes;
             let value = bytes.iter().rev().fold(0u32, |v, &b| (v << 8) | u32::from(b));
@@ -259,9 +280,12 @@ fn levels(body: &[u8], at: &mut usize, bit_width: u32) -> Result<Runs, String> {
         } else {
             // Bit-packed groups of 8 values, least significant bits first.
             let groups = usize::try_from(header >> 1).map_err(|_| short())?;
-            let bytes = block.get(pos..pos + groups * bit_width as usize).ok_or_else(short)?;
+            let end = groups.checked_mul(bit_width as usize).and_then(|n| n.checked_add(pos));
+            let bytes = block.get(pos..end.ok_or_else(short)?).ok_or_else(short)?;
             pos += bytes.len();
-            for i in 0..groups * 8 {
+            let n = (groups * 8).min(left);
+            left -= n;
+            for i in 0..n {
                 let bit = i * bit_width as usize;
                 let word = u32::from(bytes[bit / 8]) | (u32::from(*bytes.get(bit / 8 + 1).unwrap_or(&0)) << 8);
                 push_run(&mut runs, (word >> (bit % 8)) & mask, 1);
@@ -346,7 +370,11 @@ impl Thrift<'_> {
             return Ok(None);
         }
         let delta = (b >> 4) as i16;
-        let id = if delta == 0 { self.i32()? as i16 } else { *last + delta };
+        let id = if delta == 0 {
+            i16::try_from(self.i32()?).map_err(|_| self.malformed())?
+        } else {
+            last.checked_add(delta).ok_or_else(|| self.malformed())?
+        };
         *last = id;
         Ok(Some((b & 0x0f, id)))
     }
@@ -355,6 +383,12 @@ impl Thrift<'_> {
         if depth > 16 {
             return Err(self.malformed());
         }
+        // Every element of a container takes at least one byte: a count beyond the bytes
+        // left is damage, and stops here instead of spinning.
+        let count = |t: &mut Self, n: u64| match usize::try_from(n) {
+            Ok(n) if n <= t.buf.len().saturating_sub(t.pos) => Ok(n),
+            _ => Err(t.malformed()),
+        };
         match kind {
             T_BOOL_TRUE | T_BOOL_FALSE => {}
             T_BYTE => self.pos += 1,
@@ -363,23 +397,24 @@ impl Thrift<'_> {
             }
             T_DOUBLE => self.pos += 8,
             T_BINARY => {
-                let n = usize::try_from(self.varint()?).map_err(|_| self.malformed())?;
-                self.pos += n;
+                let n = self.varint()?;
+                self.pos += count(self, n)?;
             }
             T_LIST | T_SET => {
                 let h = self.byte()?;
-                let n = if h >> 4 == 15 { self.varint()? as usize } else { (h >> 4) as usize };
-                for _ in 0..n {
-                    self.skip(h & 0x0f, depth + 1)?;
+                let n = if h >> 4 == 15 { self.varint()? } else { u64::from(h >> 4) };
+                for _ in 0..count(self, n)? {
+                    self.element(h & 0x0f, depth + 1)?;
                 }
             }
             T_MAP => {
-                let n = self.varint()? as usize;
+                let n = self.varint()?;
+                let n = count(self, n)?;
                 if n > 0 {
                     let kv = self.byte()?;
                     for _ in 0..n {
-                        self.skip(kv >> 4, depth + 1)?;
-                        self.skip(kv & 0x0f, depth + 1)?;
+                        self.element(kv >> 4, depth + 1)?;
+                        self.element(kv & 0x0f, depth + 1)?;
                     }
                 }
             }
@@ -392,6 +427,14 @@ impl Thrift<'_> {
             _ => return Err(self.malformed()),
         }
         if self.pos > self.buf.len() { Err(self.malformed()) } else { Ok(()) }
+    }
+}
+
+impl Thrift<'_> {
+    /// One element of a list, set or map: as a field, except that a boolean is a byte of its
+    /// own there (in a field it lives in the type nibble).
+    fn element(&mut self, kind: u8, depth: usize) -> Result<(), String> {
+        if kind == T_BOOL_TRUE || kind == T_BOOL_FALSE { self.byte().map(drop) } else { self.skip(kind, depth) }
     }
 }
 
@@ -535,6 +578,11 @@ mod tests {
         short[0].len -= 1;
         let e = read(&bytes, &short, &rows, &cols).unwrap_err();
         assert!(e.contains("row group 0") && e.contains("more than one page"), "{e}");
+        // A range past the end of the file (a damaged footer), refused before allocating it.
+        let mut past = chunks.clone();
+        past[1].len = u64::MAX / 2;
+        let e = read(&bytes, &past, &rows, &cols).unwrap_err();
+        assert!(e.contains("row group 1") && e.contains("past the end of the file"), "{e}");
         // A list larger than the slots.
         let mut big = rows.clone();
         big[0] = 7;
@@ -552,11 +600,35 @@ mod tests {
         body.extend_from_slice(&word.to_le_bytes()[..2]);
         body[0] = 5;
         let mut at = 0;
-        let runs = levels(&body, &mut at, 2).unwrap();
+        let runs = levels(&body, &mut at, 2, 13).unwrap();
         assert_eq!(runs, vec![(3, 7), (1, 1), (3, 1), (0, 4)]);
         assert_eq!(at, body.len());
-        // A block longer than the page.
+        // The padding of the last group is not an entry of a page of 10.
         let mut at = 0;
-        assert!(levels(&[9, 0, 0, 0, 2], &mut at, 1).is_err());
+        assert_eq!(levels(&body, &mut at, 2, 10).unwrap(), vec![(3, 7), (1, 1), (3, 1), (0, 1)]);
+        // More entries than the page holds, and a block longer than the page.
+        let mut at = 0;
+        assert!(levels(&body, &mut at, 2, 4).unwrap_err().contains("more than the page's 4 entries"));
+        let mut at = 0;
+        assert!(levels(&[9, 0, 0, 0, 2], &mut at, 1, 100).is_err());
+    }
+
+    #[test]
+    fn damaged_page_headers_are_errors_not_hangs() {
+        let parse = |bytes: &[u8]| PageHeader::parse(&mut Thrift { buf: bytes, pos: 0 }).map(|_| ());
+        let huge = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        // Field 6 a binary of 2^64 - 1 bytes; a list of 2^64 - 1 booleans; a map as large.
+        for head in [[0x68u8].as_slice(), &[0x69, 0xf1], &[0x6b]] {
+            let bytes = [head, &huge, &[0; 8]].concat();
+            assert!(parse(&bytes).unwrap_err().contains("malformed page header"), "{head:?}");
+        }
+        // A field id that overflows, a header cut short, a header without a data page.
+        assert!(parse(&[0x05, 0xfe, 0xff, 0x03, 0x00, 0x15, 0x00, 0x00]).unwrap_err().contains("malformed"));
+        assert!(parse(&[0x15, 0x00, 0x15]).is_err());
+        assert!(parse(&[0x15, 0x00, 0x00]).unwrap_err().contains("no data page header"));
+        // Booleans in a list take a byte each: field 4 a list [true, false], then the data
+        // page header {num_values: 1}.
+        let ok = [0x49, 0x21, 0x01, 0x02, 0x1c, 0x15, 0x02, 0x00, 0x00];
+        assert!(parse(&ok).is_ok());
     }
 }
