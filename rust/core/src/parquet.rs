@@ -256,11 +256,11 @@ const CONVERTED_LIST: i32 = 3;
 // LogicalType union members.
 const LOGICAL_STRING: i16 = 1;
 const LOGICAL_LIST: i16 = 3;
-const ENC_PLAIN: i32 = 0;
-const ENC_RLE: i32 = 3;
+pub(crate) const ENC_PLAIN: i32 = 0;
+pub(crate) const ENC_RLE: i32 = 3;
 const CODEC_UNCOMPRESSED: i32 = 0;
 const CODEC_ZSTD: i32 = 6;
-const PAGE_DATA: i32 = 0;
+pub(crate) const PAGE_DATA: i32 = 0;
 
 impl ColumnData<'_> {
     fn len(&self) -> usize {
@@ -502,12 +502,12 @@ struct Thrift {
     last: Vec<i16>,
 }
 
-const T_I16: u8 = 4;
-const T_I32: u8 = 5;
-const T_I64: u8 = 6;
-const T_BINARY: u8 = 8;
-const T_LIST: u8 = 9;
-const T_STRUCT: u8 = 12;
+pub(crate) const T_I16: u8 = 4;
+pub(crate) const T_I32: u8 = 5;
+pub(crate) const T_I64: u8 = 6;
+pub(crate) const T_BINARY: u8 = 8;
+pub(crate) const T_LIST: u8 = 9;
+pub(crate) const T_STRUCT: u8 = 12;
 
 impl Thrift {
     fn new() -> Self {

@@ -13,6 +13,8 @@
 
 use std::cell::RefCell;
 
+use crate::parquet::{ENC_PLAIN, ENC_RLE, PAGE_DATA, T_BINARY, T_I16, T_I32, T_I64, T_LIST, T_STRUCT};
+
 /// One column chunk: its byte range in the file and whether its page is zstd-compressed.
 #[derive(Clone, Copy, Debug)]
 pub struct ChunkRange {
@@ -29,9 +31,6 @@ pub struct Target<'a> {
     pub f_max: usize,
 }
 
-const PAGE_DATA: i32 = 0;
-const ENC_PLAIN: i32 = 0;
-const ENC_RLE: i32 = 3;
 /// Definition levels of a list of optional cells: 3 a present cell, 1 an empty list.
 const DEF_CELL: u32 = 3;
 const DEF_EMPTY: u32 = 1;
@@ -326,18 +325,13 @@ struct Thrift<'a> {
     pos: usize,
 }
 
+// Compact-protocol types the writer never emits (its own are shared with it).
 const T_BOOL_TRUE: u8 = 1;
 const T_BOOL_FALSE: u8 = 2;
 const T_BYTE: u8 = 3;
-const T_I16: u8 = 4;
-const T_I32: u8 = 5;
-const T_I64: u8 = 6;
 const T_DOUBLE: u8 = 7;
-const T_BINARY: u8 = 8;
-const T_LIST: u8 = 9;
 const T_SET: u8 = 10;
 const T_MAP: u8 = 11;
-const T_STRUCT: u8 = 12;
 
 impl Thrift<'_> {
     fn malformed(&self) -> String {
