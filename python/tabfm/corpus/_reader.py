@@ -232,10 +232,10 @@ class ShardDataset(RankPositions, IterableDataset):
             raise error
         warnings.warn(f"skipping corrupt shard: {error}", stacklevel=4)
 
-    def _rows(self, shard: int, lo: int, hi: int, columns: list[str] | None = None):
+    def _rows(self, shard: int, lo: int, hi: int, columns: list[str] | None = None, whole: bool = False):
         """Datasets [lo, hi) of a shard as an Arrow table (all columns, or ``columns``), reading
-        only the row groups holding them (their page checksums are verified); None when the
-        shard is corrupt and skipped."""
+        only the row groups holding them (their page checksums are verified), or with ``whole``
+        those row groups unsliced; None when the shard is corrupt and skipped."""
         entry = self._open(shard)
         if entry is None:
             return None
@@ -251,13 +251,13 @@ class ShardDataset(RankPositions, IterableDataset):
                 CorpusError(f"{file}: unreadable Parquet ({e}): the shard is truncated or corrupted")
             )
             return None
-        return table.slice(lo - starts[first], hi - lo)
+        return table if whole else table.slice(lo - starts[first], hi - lo)
 
-    def _decode(self, shard: int, lo: int, hi: int, entry, X: np.ndarray, y: np.ndarray, slot: int) -> bool:
+    def _decode(self, shard: int, lo: int, hi: int, entry, groups_table, X, y, slot: int) -> bool:
         """Decodes datasets [lo, hi) of a tabfm-written shard's x and y columns into slots
-        ``slot ..`` of X and y (page checksums verified); False when the shard is corrupt and
-        skipped."""
-        handle, starts, file, chunks = entry
+        ``slot ..`` of X and y (page checksums verified); ``groups_table`` holds the seq_len
+        and d of the row groups read. False when the shard is corrupt and skipped."""
+        _, starts, file, chunks = entry
         first = bisect.bisect_right(starts, lo) - 1
         last = bisect.bisect_left(starts, hi) - 1
         groups = list(range(first, last + 1))
@@ -266,9 +266,8 @@ class ShardDataset(RankPositions, IterableDataset):
         name = "seq_len, d"
         try:
             # The shapes of every list in these row groups, the skipped ones included.
-            shapes = handle.read_row_groups(groups, columns=["seq_len", "d"], use_threads=False)
-            rows = shapes.column("seq_len").to_numpy().astype(np.int64)
-            cols = shapes.column("d").to_numpy().astype(np.int64)
+            rows = groups_table.column("seq_len").to_numpy().astype(np.int64)
+            cols = groups_table.column("d").to_numpy().astype(np.int64)
             if (rows < 0).any() or (cols < 0).any():
                 raise ValueError("negative seq_len or d")
             rows, cols = rows.tolist(), cols.tolist()
@@ -307,11 +306,19 @@ class ShardDataset(RankPositions, IterableDataset):
             if hi > lo:
                 entry = self._open(shard)
                 fast = entry is not None and entry[3] is not None
-                columns = _SCALARS + (["meta", "lineage"] if return_meta else []) if fast else None
-                table = self._rows(shard, lo, hi, columns)
-                if table is None:
-                    return None
-                parts.append((shard, lo, hi, table, entry if fast else None))
+                if fast:
+                    columns = _SCALARS + (["meta", "lineage"] if return_meta else [])
+                    groups_table = self._rows(shard, lo, hi, columns, whole=True)
+                    if groups_table is None:
+                        return None
+                    first = bisect.bisect_right(entry[1], lo) - 1
+                    table = groups_table.slice(lo - entry[1][first], hi - lo)
+                    parts.append((shard, lo, hi, table, (entry, groups_table)))
+                else:
+                    table = self._rows(shard, lo, hi)
+                    if table is None:
+                        return None
+                    parts.append((shard, lo, hi, table, None))
             shard += 1
         rows = [p[3] for p in parts]
         d = np.concatenate([r.column("d").to_numpy() for r in rows]).astype(np.int64)
@@ -323,7 +330,7 @@ class ShardDataset(RankPositions, IterableDataset):
         b = 0
         metas = []
         for shard, lo, hi, r, fast in parts:
-            if fast is not None and not self._decode(shard, lo, hi, fast, X, y, b):
+            if fast is not None and not self._decode(shard, lo, hi, *fast, X, y, b):
                 return None
             for i in range(r.num_rows):
                 if fast is None:
