@@ -332,6 +332,19 @@ def test_a_damaged_target_page_names_its_column_and_row_group(tmp_path: Path, co
     assert ShardDataset(c, 6).get_batch_numpy(0) is not None
     with pytest.warns(UserWarning, match="skipping corrupt shard: .*batch-000000001.parquet: column y"):
         assert ShardDataset(c, 6, skip_corrupt=True).get_batch_numpy(1) is None
+    # In a shard of several row groups (20 datasets: 8, 8, 4), the error names the file's row
+    # group, also for a batch whose first row group is another one (datasets 12-17).
+    wide = tmp_path / "wide"
+    generate_corpus(wide, {**SETTINGS, "batch_size": 20, "num_batches": 1}, progress=False)
+    shard = wide / "shards" / "batch-000000000.parquet"
+    rg = pq.ParquetFile(shard).metadata.row_group(2)
+    (x,) = [rg.column(j) for j in range(rg.num_columns) if rg.column(j).path_in_schema.startswith("x.")]
+    data = bytearray(shard.read_bytes())
+    data[x.data_page_offset + x.total_compressed_size - 2] ^= 0x10
+    shard.write_bytes(bytes(data))
+    assert ShardDataset(wide, 6).get_batch_numpy(0) is not None
+    with pytest.raises(CorpusError, match=r"batch-000000000.parquet: column x: row group 2: page checksum"):
+        ShardDataset(wide, 6).get_batch_numpy(2)
 
 
 def test_incomplete_corpus_needs_follow_mode(tmp_path: Path, corpus: Path) -> None:

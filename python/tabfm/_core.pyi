@@ -64,9 +64,11 @@ def read_shard_lists(
     count: int,
     slot: int,
     out: npt.NDArray[np.float32],
+    first_group: int = 0,
 ) -> None:
     """Decodes lists ``skip .. skip + count`` of one float list column of a shard written by
-    tabfm (``chunks``: ``(offset, length, zstd)`` of consecutive row groups, each holding
+    tabfm (``chunks``: ``(offset, length, zstd)`` of consecutive row groups from
+    ``first_group`` on, each holding
     ``lists_per_chunk[i]`` lists of ``rows[j] x cols[j]`` cells) into slots ``slot ..`` of
     ``out`` (slots, t, f), verifying each page's CRC32. Raises ``ValueError`` naming the row
     group and what failed for a damaged or foreign chunk."""

@@ -366,12 +366,12 @@ fn write_corpus_shard(
 }
 
 /// Decodes lists `skip .. skip + count` of one float list column of a tabfm shard (chunks:
-/// `(offset, length, zstd)` of consecutive row groups) into slots `slot ..` of `out`
+/// `(offset, length, zstd)` of consecutive row groups from `first_group`) into slots `slot ..` of `out`
 /// `(slots, t, f)`, GIL released. A damaged or foreign chunk raises `ValueError` naming the
 /// row group and what failed.
 #[allow(clippy::too_many_arguments)]
 #[pyfunction]
-#[pyo3(signature = (path, chunks, lists_per_chunk, rows, cols, skip, count, slot, out))]
+#[pyo3(signature = (path, chunks, lists_per_chunk, rows, cols, skip, count, slot, out, first_group=0))]
 fn read_shard_lists(
     py: Python<'_>,
     path: std::path::PathBuf,
@@ -383,6 +383,7 @@ fn read_shard_lists(
     count: usize,
     slot: usize,
     mut out: PyReadwriteArray3<'_, f32>,
+    first_group: usize,
 ) -> PyResult<()> {
     use tabfm_core::shard_read::{ChunkRange, Target, read_lists};
     let [_, t_max, f_max] =
@@ -396,7 +397,7 @@ fn read_shard_lists(
     py.detach(|| {
         let file = std::fs::File::open(&path).map_err(|e| format!("cannot open: {e}"))?;
         let mut target = Target { out, t_max, f_max };
-        read_lists(&file, &chunks, &lists_per_chunk, &rows, &cols, skip, count, slot, &mut target)
+        read_lists(&file, &chunks, &lists_per_chunk, &rows, &cols, skip, count, slot, first_group, &mut target)
     })
     .map_err(PyValueError::new_err)
 }

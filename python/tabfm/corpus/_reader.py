@@ -273,7 +273,7 @@ class ShardDataset(RankPositions, IterableDataset):
             rows, cols = rows.tolist(), cols.tolist()
             for name, out, widths in (("x", X, cols), ("y", y[:, :, None], [1] * len(rows))):
                 picked = [chunks[name][g] for g in groups]
-                _core.read_shard_lists(file, picked, counts, rows, widths, skip, hi - lo, slot, out)
+                _core.read_shard_lists(file, picked, counts, rows, widths, skip, hi - lo, slot, out, first)
         except Exception as e:  # the core's ValueError, or whatever pyarrow raises for damage
             self._cache.pop(shard, None)
             self._bad.add(shard)

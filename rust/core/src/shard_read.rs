@@ -40,9 +40,10 @@ thread_local! {
     static BODY: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Reads chunks `chunks` (consecutive row groups) of one float list column of `file` and
-/// writes lists `skip .. skip + count` (counted over all the chunks, `lists_per_chunk[c]` in
-/// chunk `c`) into slots `slot ..` of `target`; `rows` and `cols` give every list's shape.
+/// Reads chunks `chunks` (consecutive row groups from `first_group` on) of one float list
+/// column of `file` and writes lists `skip .. skip + count` (counted over all the chunks,
+/// `lists_per_chunk[c]` in chunk `c`) into slots `slot ..` of `target`; `rows` and `cols` give
+/// every list's shape. Errors name the file's row group.
 #[allow(clippy::too_many_arguments)]
 pub fn read_lists(
     file: &std::fs::File,
@@ -53,6 +54,7 @@ pub fn read_lists(
     skip: usize,
     count: usize,
     slot: usize,
+    first_group: usize,
     target: &mut Target<'_>,
 ) -> Result<(), String> {
     let total = lists_per_chunk.iter().try_fold(0usize, |a, &n| a.checked_add(n));
@@ -97,7 +99,7 @@ pub fn read_lists(
                 }
             }
         })
-        .map_err(|e| format!("row group {c}: {e}"))?;
+        .map_err(|e| format!("row group {}: {e}", first_group + c))?;
     }
     Ok(())
 }
@@ -523,7 +525,7 @@ mod tests {
             // Lists 1..5 (skipping the first), into slots 2.. of a buffer of 7 slots.
             let mut out = vec![-9.0f32; 7 * t * f];
             let mut target = Target { out: &mut out, t_max: t, f_max: f };
-            read_lists(&file, &chunks, &[2, 2, 1], &rows, &cols, 1, 4, 2, &mut target).unwrap();
+            read_lists(&file, &chunks, &[2, 2, 1], &rows, &cols, 1, 4, 2, 0, &mut target).unwrap();
             for i in 1..5 {
                 let slot = &out[(2 + i - 1) * t * f..(2 + i) * t * f];
                 for r in 0..t {
@@ -550,7 +552,7 @@ mod tests {
             std::fs::write(&p, bytes).unwrap();
             let mut out = vec![0.0f32; 5 * 6 * 4];
             let mut target = Target { out: &mut out, t_max: 6, f_max: 4 };
-            read_lists(&std::fs::File::open(&p).unwrap(), chunks, &[2, 2, 1], rows, cols, 0, 5, 0, &mut target)
+            read_lists(&std::fs::File::open(&p).unwrap(), chunks, &[2, 2, 1], rows, cols, 0, 5, 0, 0, &mut target)
         };
         assert!(read(&bytes, &chunks, &rows, &cols).is_ok());
         // A flipped byte inside the second chunk's page.
@@ -559,6 +561,13 @@ mod tests {
         flipped[at] ^= 0x40;
         let e = read(&flipped, &chunks, &rows, &cols).unwrap_err();
         assert!(e.contains("row group 1") && e.contains("checksum mismatch"), "{e}");
+        // Errors count row groups in the file: the last two chunks alone, from group 1.
+        let p = dir.join("damaged.parquet");
+        let mut out = vec![0.0f32; 3 * 6 * 4];
+        let mut target = Target { out: &mut out, t_max: 6, f_max: 4 };
+        let file = std::fs::File::open(&p).unwrap();
+        let e = read_lists(&file, &chunks[1..], &[2, 1], &rows[2..], &cols[2..], 0, 3, 0, 1, &mut target).unwrap_err();
+        assert!(e.starts_with("row group 1: page checksum mismatch"), "{e}");
         // A file cut inside the last chunk.
         let e = read(&bytes[..(chunks[2].offset + 10) as usize], &chunks, &rows, &cols).unwrap_err();
         assert!(e.contains("row group 2") && e.contains("truncated"), "{e}");
