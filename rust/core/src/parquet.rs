@@ -313,16 +313,19 @@ impl ColumnData<'_> {
 }
 
 /// Runs of one level value, RLE-encoded (the RLE / bit-packed hybrid with RLE runs only).
-struct Levels {
-    runs: Vec<(u32, u32)>,
+/// `shard_read` decodes levels into the same runs and compares them with `list_row`'s.
+#[derive(Debug)]
+pub(crate) struct Levels {
+    /// (value, count), adjacent runs of one value merged.
+    pub(crate) runs: Vec<(u32, u32)>,
 }
 
 impl Levels {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Levels { runs: Vec::new() }
     }
 
-    fn push(&mut self, value: u32, n: usize) {
+    pub(crate) fn push(&mut self, value: u32, n: usize) {
         if n == 0 {
             return;
         }
@@ -367,7 +370,7 @@ fn extend_f32(out: &mut Vec<u8>, values: &[f32]) {
 
 /// The levels of one list row, returning its level entries: a present, empty list (def 1),
 /// or `len` present elements (def 3; rep 0, then 1).
-fn list_row(len: usize, def: &mut Levels, rep: &mut Levels) -> usize {
+pub(crate) fn list_row(len: usize, def: &mut Levels, rep: &mut Levels) -> usize {
     if len == 0 {
         def.push(1, 1);
         rep.push(0, 1);

@@ -13,7 +13,9 @@
 
 use std::cell::RefCell;
 
-use crate::parquet::{ENC_PLAIN, ENC_RLE, PAGE_DATA, T_BINARY, T_I16, T_I32, T_I64, T_LIST, T_STRUCT};
+use crate::parquet::{
+    ENC_PLAIN, ENC_RLE, Levels, PAGE_DATA, T_BINARY, T_I16, T_I32, T_I64, T_LIST, T_STRUCT, list_row,
+};
 
 /// One column chunk: its byte range in the file and whether its page is zstd-compressed.
 #[derive(Clone, Copy, Debug)]
@@ -30,10 +32,6 @@ pub struct Target<'a> {
     pub t_max: usize,
     pub f_max: usize,
 }
-
-/// Definition levels of a list of optional cells: 3 a present cell, 1 an empty list.
-const DEF_CELL: u32 = 3;
-const DEF_EMPTY: u32 = 1;
 
 thread_local! {
     static CHUNK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -150,8 +148,11 @@ fn read_chunk(
                 h.encoding, h.def_encoding, h.rep_encoding
             ));
         }
-        let (want_rep, want_def, cells) =
-            expected_levels(rows, cols).ok_or("the lists' seq_len x d overflow a page")?;
+        let mismatch = || "levels do not match the lists' seq_len x d".to_string();
+        // Every cell is a level entry: more cells than the page's entries cannot match.
+        let cells =
+            rows.iter().zip(cols).try_fold(0usize, |a, (&r, &k)| r.checked_mul(k).and_then(|n| a.checked_add(n)));
+        let cells = cells.filter(|&c| c <= h.num_values).ok_or_else(mismatch)?;
         // The levels take a few bytes per list; a larger size is a damaged header, not a
         // reason to allocate it.
         let bound = cells.checked_mul(4).and_then(|b| b.checked_add(16 * (rows.len() + 2)));
@@ -175,10 +176,14 @@ fn read_chunk(
             let mut at = 0;
             let rep = levels(body, &mut at, 1, h.num_values)?;
             let def = levels(body, &mut at, 2, h.num_values)?;
-            if rep != want_rep || def != want_def {
-                return Err("levels do not match the lists' seq_len x d".into());
+            // The levels the writer emits for these lists (each list's count is at most
+            // `cells`, within the page's i32 entry count, so the u32 runs are exact).
+            let (mut want_rep, mut want_def) = (Levels::new(), Levels::new());
+            let entries: usize =
+                rows.iter().zip(cols).map(|(&r, &k)| list_row(r * k, &mut want_def, &mut want_rep)).sum();
+            if rep.runs != want_rep.runs || def.runs != want_def.runs {
+                return Err(mismatch());
             }
-            let entries: usize = want_def.iter().map(|&(_, n)| n).sum();
             if entries != h.num_values {
                 return Err(format!("{entries} level entries, the page header says {}", h.num_values));
             }
@@ -216,50 +221,17 @@ fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> Result<()
     }
 }
 
-/// Levels as merged (value, count) runs.
-type Runs = Vec<(u32, usize)>;
-
-/// The repetition and definition level runs the writer emits for these lists, and their
-/// number of cells; None where the counts overflow.
-fn expected_levels(rows: &[usize], cols: &[usize]) -> Option<(Runs, Runs, usize)> {
-    let (mut rep, mut def) = (Vec::new(), Vec::new());
-    let mut cells = 0usize;
-    for (&r, &k) in rows.iter().zip(cols) {
-        let n = r.checked_mul(k)?;
-        cells = cells.checked_add(n)?;
-        push_run(&mut rep, 0, 1);
-        if n == 0 {
-            push_run(&mut def, DEF_EMPTY, 1);
-        } else {
-            push_run(&mut rep, 1, n - 1);
-            push_run(&mut def, DEF_CELL, n);
-        }
-    }
-    cells.checked_mul(4)?;
-    Some((rep, def, cells))
-}
-
-/// Appends `n` entries of `value`; the callers keep the total within a page's entry count.
-fn push_run(runs: &mut Runs, value: u32, n: usize) {
-    if n == 0 {
-        return;
-    }
-    match runs.last_mut() {
-        Some((v, count)) if *v == value => *count = count.saturating_add(n),
-        _ => runs.push((value, n)),
-    }
-}
-
 /// Decodes one length-prefixed RLE / bit-packed hybrid level block of `bit_width` bits at
-/// `*at` into merged (value, count) runs of at most `limit` entries (the page's count: the
-/// last bit-packed group is padded to 8 values), and moves `*at` past it.
-fn levels(body: &[u8], at: &mut usize, bit_width: u32, limit: usize) -> Result<Runs, String> {
+/// `*at` into merged (value, count) runs of at most `limit` entries (the page's count, an
+/// i32, so the runs' u32 counts are exact; the last bit-packed group is padded to 8 values),
+/// and moves `*at` past it.
+fn levels(body: &[u8], at: &mut usize, bit_width: u32, limit: usize) -> Result<Levels, String> {
     let short = || "levels run past the page".to_string();
     let len_bytes = body.get(*at..*at + 4).ok_or_else(short)?;
     let len = u32::from_le_bytes(len_bytes.try_into().expect("4 bytes")) as usize;
     let block = body.get(*at + 4..*at + 4 + len).ok_or_else(short)?;
     *at += 4 + len;
-    let mut runs = Vec::new();
+    let mut runs = Levels::new();
     let (mut pos, mut left) = (0, limit);
     let value_bytes = bit_width.div_ceil(8) as usize;
     let mask = (1u32 << bit_width) - 1;
@@ -277,7 +249,7 @@ fn levels(body: &[u8], at: &mut usize, bit_width: u32, limit: usize) -> Result<R
             if value > mask {
                 return Err(format!("level {value} exceeds {bit_width} bits"));
             }
-            push_run(&mut runs, value, n);
+            runs.push(value, n);
         } else {
             // Bit-packed groups of 8 values, least significant bits first.
             let groups = usize::try_from(header >> 1).map_err(|_| short())?;
@@ -289,7 +261,7 @@ fn levels(body: &[u8], at: &mut usize, bit_width: u32, limit: usize) -> Result<R
             for i in 0..n {
                 let bit = i * bit_width as usize;
                 let word = u32::from(bytes[bit / 8]) | (u32::from(*bytes.get(bit / 8 + 1).unwrap_or(&0)) << 8);
-                push_run(&mut runs, (word >> (bit % 8)) & mask, 1);
+                runs.push((word >> (bit % 8)) & mask, 1);
             }
         }
     }
@@ -604,11 +576,11 @@ mod tests {
         body[0] = 5;
         let mut at = 0;
         let runs = levels(&body, &mut at, 2, 13).unwrap();
-        assert_eq!(runs, vec![(3, 7), (1, 1), (3, 1), (0, 4)]);
+        assert_eq!(runs.runs, vec![(3, 7), (1, 1), (3, 1), (0, 4)]);
         assert_eq!(at, body.len());
         // The padding of the last group is not an entry of a page of 10.
         let mut at = 0;
-        assert_eq!(levels(&body, &mut at, 2, 10).unwrap(), vec![(3, 7), (1, 1), (3, 1), (0, 1)]);
+        assert_eq!(levels(&body, &mut at, 2, 10).unwrap().runs, vec![(3, 7), (1, 1), (3, 1), (0, 1)]);
         // More entries than the page holds, and a block longer than the page.
         let mut at = 0;
         assert!(levels(&body, &mut at, 2, 4).unwrap_err().contains("more than the page's 4 entries"));
