@@ -60,6 +60,11 @@ def _fast_chunks(handle) -> dict[str, list[tuple[int, int, bool]]] | None:
     return out
 
 
+def _row_groups(starts: list[int], lo: int, hi: int) -> range:
+    """The row groups (starting at datasets ``starts``) that hold datasets [lo, hi)."""
+    return range(bisect.bisect_right(starts, lo) - 1, bisect.bisect_left(starts, hi))
+
+
 class ShardDataset(RankPositions, IterableDataset):
     """Batches of exactly ``batch_size`` datasets from a corpus written by ``tabfm generate``.
 
@@ -240,10 +245,9 @@ class ShardDataset(RankPositions, IterableDataset):
         if entry is None:
             return None
         handle, starts, file, _ = entry
-        first = bisect.bisect_right(starts, lo) - 1
-        last = bisect.bisect_left(starts, hi) - 1
+        groups = _row_groups(starts, lo, hi)
         try:
-            table = handle.read_row_groups(list(range(first, last + 1)), columns=columns, use_threads=False)
+            table = handle.read_row_groups(list(groups), columns=columns, use_threads=False)
         except Exception as e:
             self._cache.pop(shard, None)
             self._bad.add(shard)
@@ -251,18 +255,16 @@ class ShardDataset(RankPositions, IterableDataset):
                 CorpusError(f"{file}: unreadable Parquet ({e}): the shard is truncated or corrupted")
             )
             return None
-        return table if whole else table.slice(lo - starts[first], hi - lo)
+        return table if whole else table.slice(lo - starts[groups.start], hi - lo)
 
     def _decode(self, shard: int, lo: int, hi: int, entry, groups_table, X, y, slot: int) -> bool:
         """Decodes datasets [lo, hi) of a tabfm-written shard's x and y columns into slots
         ``slot ..`` of X and y (page checksums verified); ``groups_table`` holds the seq_len
         and d of the row groups read. False when the shard is corrupt and skipped."""
         _, starts, file, chunks = entry
-        first = bisect.bisect_right(starts, lo) - 1
-        last = bisect.bisect_left(starts, hi) - 1
-        groups = list(range(first, last + 1))
+        groups = _row_groups(starts, lo, hi)
         counts = [starts[g + 1] - starts[g] for g in groups]
-        skip = lo - starts[first]
+        skip = lo - starts[groups.start]
         name = "seq_len, d"
         try:
             # The shapes of every list in these row groups, the skipped ones included.
@@ -273,7 +275,9 @@ class ShardDataset(RankPositions, IterableDataset):
             rows, cols = rows.tolist(), cols.tolist()
             for name, out, widths in (("x", X, cols), ("y", y[:, :, None], [1] * len(rows))):
                 picked = [chunks[name][g] for g in groups]
-                _core.read_shard_lists(file, picked, counts, rows, widths, skip, hi - lo, slot, out, first)
+                _core.read_shard_lists(
+                    file, picked, counts, rows, widths, skip, hi - lo, slot, out, groups.start
+                )
         except Exception as e:  # the core's ValueError, or whatever pyarrow raises for damage
             self._cache.pop(shard, None)
             self._bad.add(shard)
@@ -311,7 +315,7 @@ class ShardDataset(RankPositions, IterableDataset):
                     groups_table = self._rows(shard, lo, hi, columns, whole=True)
                     if groups_table is None:
                         return None
-                    first = bisect.bisect_right(entry[1], lo) - 1
+                    first = _row_groups(entry[1], lo, hi).start
                     table = groups_table.slice(lo - entry[1][first], hi - lo)
                     parts.append((shard, lo, hi, table, (entry, groups_table)))
                 else:
