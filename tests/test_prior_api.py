@@ -587,6 +587,21 @@ def test_large_batch_buffers_come_from_the_huge_page_allocator_and_are_reused() 
     assert torch.equal(X1, big.get_batch(1)[0])
 
 
+def test_bindings_refuse_fortran_ordered_arrays() -> None:
+    # numpy's contiguity check in the bindings also passes Fortran order, whose values the core
+    # would read, or write, in the wrong order: every array argument must be C-ordered.
+    x = np.asfortranarray(np.arange(12, dtype=np.float32).reshape(4, 3))
+    y = np.zeros((4, 1), dtype=np.float32)
+    with pytest.raises(ValueError, match="x must be a C-contiguous array"):
+        _core._tree_fit_predict(x, y, 2, 1)
+    assert _core._tree_fit_predict(np.ascontiguousarray(x), y, 2, 1).shape == (4, 1)
+    with pytest.raises(ValueError, match="x must be a C-contiguous array"):
+        _core.learnability(x, np.zeros(4, dtype=np.float32), False)
+    out = np.zeros((2, 3, 4), dtype=np.float32, order="F")
+    with pytest.raises(ValueError, match="out must be a C-contiguous array"):
+        _core.read_shard_lists("unused", [], [], [], [], 0, 0, 0, out)
+
+
 def test_get_batch_numpy_arrays_are_not_numpy_owned() -> None:
     X, y, d, seq_lens, train_sizes = make().get_batch_numpy(0)
     for a, dtype in (

@@ -198,8 +198,7 @@ fn _tree_fit_predict<'py>(
     if ny != n {
         return Err(PyValueError::new_err(format!("y has {ny} rows but x has {n}: they must match")));
     }
-    let xs = x.as_slice().map_err(|_| PyValueError::new_err("x must be C-contiguous"))?;
-    let ys = y.as_slice().map_err(|_| PyValueError::new_err("y must be C-contiguous"))?;
+    let (xs, ys) = (c_slice(&x, "x")?, c_slice(&y, "y")?);
     let params = tabfm_core::tree::BoosterParams::new(max_depth, n_estimators);
     let out = py.detach(|| tabfm_core::tree::fit_predict(xs, n, p, ys, o, &params));
     let arr = Array2::from_shape_vec((n, o), out).map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -230,8 +229,7 @@ fn learnability<'py>(
             return Err(PyValueError::new_err(format!("{name}=0 is invalid: must be >= 1")));
         }
     }
-    let xs = x.as_slice().map_err(|_| PyValueError::new_err("x must be C-contiguous"))?;
-    let ys = y.as_slice().map_err(|_| PyValueError::new_err("y must be C-contiguous"))?;
+    let (xs, ys) = (c_slice(&x, "x")?, c_slice(&y, "y")?);
     if classification && ys.iter().any(|v| !(v.is_finite() && *v >= 0.0 && v.fract() == 0.0)) {
         return Err(PyValueError::new_err("y is invalid for classification: labels must be non-negative integers"));
     }
@@ -298,11 +296,9 @@ fn write_corpus_shard(
     if y.shape() != [b, t] {
         return Err(PyValueError::new_err(format!("y has shape {:?}, x is ({b}, {t}, {f})", y.shape())));
     }
-    let not_contiguous = |name: &str| PyValueError::new_err(format!("{name} must be a C-contiguous array"));
-    let xs = x.as_slice().map_err(|_| not_contiguous("x"))?;
-    let ys = y.as_slice().map_err(|_| not_contiguous("y"))?;
+    let (xs, ys) = (c_slice(&x, "x")?, c_slice(&y, "y")?);
     let vec_of = |a: &PyReadonlyArray1<'_, i64>, name: &str| -> PyResult<Vec<i64>> {
-        let v = a.as_slice().map_err(|_| not_contiguous(name))?.to_vec();
+        let v = c_slice(a, name)?.to_vec();
         if v.len() != b || v.iter().any(|&n| n < 0) {
             return Err(PyValueError::new_err(format!("{name} must hold {b} non-negative counts")));
         }
@@ -365,6 +361,26 @@ fn write_corpus_shard(
     result.map_err(|(is_io, e)| if is_io { PyOSError::new_err(e) } else { PyValueError::new_err(e) })
 }
 
+/// A C-ordered array's values as a slice. numpy's `as_slice` also accepts Fortran order,
+/// whose values the core would read (or write) in the wrong order.
+fn c_slice<'a, T: numpy::Element, D: numpy::ndarray::Dimension>(
+    a: &'a numpy::PyReadonlyArray<'_, T, D>,
+    name: &str,
+) -> PyResult<&'a [T]> {
+    let values = a.as_slice().ok().filter(|_| a.is_c_contiguous());
+    values.ok_or_else(|| PyValueError::new_err(format!("{name} must be a C-contiguous array")))
+}
+
+/// [`c_slice`] for an array the core writes into.
+fn c_slice_mut<'a, T: numpy::Element, D: numpy::ndarray::Dimension>(
+    a: &'a mut numpy::PyReadwriteArray<'_, T, D>,
+    name: &str,
+) -> PyResult<&'a mut [T]> {
+    let c_order = a.is_c_contiguous();
+    let values = a.as_slice_mut().ok().filter(|_| c_order);
+    values.ok_or_else(|| PyValueError::new_err(format!("{name} must be a C-contiguous array")))
+}
+
 /// Decodes lists `skip .. skip + count` of one float list column of a tabfm shard (chunks:
 /// `(offset, length, zstd)` of consecutive row groups from `first_group`) into slots `slot ..` of `out`
 /// `(slots, t, f)`, GIL released. A damaged or foreign chunk raises `ValueError` naming the
@@ -388,10 +404,7 @@ fn read_shard_lists(
     use tabfm_core::shard_read::{ChunkRange, Target, read_lists};
     let [_, t_max, f_max] =
         <[usize; 3]>::try_from(out.shape()).map_err(|_| PyValueError::new_err("out must be 3-D"))?;
-    // as_slice_mut also accepts Fortran order, whose slots are not contiguous.
-    let c_order = out.is_c_contiguous();
-    let out = out.as_slice_mut().ok().filter(|_| c_order);
-    let out = out.ok_or_else(|| PyValueError::new_err("out must be a C-contiguous array"))?;
+    let out = c_slice_mut(&mut out, "out")?;
     let chunks: Vec<ChunkRange> =
         chunks.into_iter().map(|(offset, len, zstd)| ChunkRange { offset, len, zstd }).collect();
     py.detach(|| {
