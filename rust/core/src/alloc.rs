@@ -392,6 +392,15 @@ mod tests {
         }
     }
 
+    /// Unmaps every block the global cache holds.
+    #[cfg(target_os = "linux")]
+    fn drain_cache() {
+        while let Some((addr, len)) = CACHE.take(0) {
+            // SAFETY: a cached block is a whole direct mapping that nothing uses.
+            unsafe { os::unmap(addr as *mut u8, len) };
+        }
+    }
+
     #[test]
     #[cfg(target_os = "linux")]
     fn freed_large_blocks_are_reused_cut_to_length_and_zeroed_on_request() {
@@ -402,9 +411,7 @@ mod tests {
         // SAFETY: non-zero layouts; every block is freed once, with its layout.
         unsafe {
             // Empty the cache of what other blocks may have left there.
-            while let Some((addr, len)) = CACHE.take(0) {
-                os::unmap(addr as *mut u8, len);
-            }
+            drain_cache();
             let p = a.alloc(big);
             std::ptr::write_bytes(p, 0xab, big.size());
             a.dealloc(p, big);
@@ -432,9 +439,7 @@ mod tests {
             a.dealloc(s, big);
             // A block that `mremap` moved is only page-aligned: freed, it is unmapped, not
             // cached (the cache hands out 2 MiB-aligned blocks). Made here by hand.
-            while let Some((addr, len)) = CACHE.take(0) {
-                os::unmap(addr as *mut u8, len);
-            }
+            drain_cache();
             let len = mapped_len(small.size());
             let rw = libc::PROT_READ | libc::PROT_WRITE;
             let base =
