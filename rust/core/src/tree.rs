@@ -88,12 +88,12 @@ pub fn fit_predict(x: &[f32], n: usize, p: usize, y: &[f32], o: usize, params: &
     // Beyond two outputs, rows are padded to a multiple of four so that the row scan can
     // move four lanes at a time (the padding lanes are zero and change no sum).
     let nv = if o <= 2 { 1 } else { 2 * o.div_ceil(4) };
-    let avx2 = avx2_available();
+    let simd = Simd::detect();
     macro_rules! fixed {
         ($($k:literal)*) => {
             match nv {
-                $($k => boost(Fixed::<$k>, o, &bins, y, params, avx2, &mut pred),)*
-                nv => boost(Dyn(nv), o, &bins, y, params, avx2, &mut pred),
+                $($k => boost(Fixed::<$k>, o, &bins, y, params, simd, &mut pred),)*
+                nv => boost(Dyn(nv), o, &bins, y, params, simd, &mut pred),
             }
         };
     }
@@ -708,6 +708,10 @@ struct Ctx<'a, W: Width> {
     /// Scan rows with the four-lane AVX2 kernel (the CPU has it and rows are a multiple of
     /// four wide); it adds the same lanes in the same order, so the bits do not change.
     scan4: bool,
+    /// Scan rows eight lanes at a time with AVX-512 (with `scan4`, rows a multiple of eight
+    /// lanes wide; same bits).
+    #[cfg(target_arch = "x86_64")]
+    scan512: bool,
     /// Split gains eight candidates at a time with AVX-512 (with `scan4`; same bits).
     #[cfg(target_arch = "x86_64")]
     gains512: bool,
@@ -753,19 +757,31 @@ struct Scratch {
     leaf: Vec<f32>,
 }
 
-/// Whether the row scan may use its AVX2 kernel (checked once per fit).
-fn avx2_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+/// The widest vector kernels the split search may use (checked once per fit); the
+/// ordering lets a kernel ask for "at least".
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Simd {
+    Portable,
+    Avx2,
+    Avx512,
+}
+
+impl Simd {
+    fn detect() -> Simd {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    return Simd::Avx512;
+                }
+                return Simd::Avx2;
+            }
+        }
+        Simd::Portable
     }
 }
 
-fn boost<W: Width>(w: W, o: usize, bins: &Bins, y: &[f32], params: &BoosterParams, avx2: bool, pred: &mut [f32]) {
+fn boost<W: Width>(w: W, o: usize, bins: &Bins, y: &[f32], params: &BoosterParams, simd: Simd, pred: &mut [f32]) {
     let n = bins.n;
     let os = 2 * w.nv();
     let lambda = f64::from(params.reg_lambda);
@@ -781,9 +797,11 @@ fn boost<W: Width>(w: W, o: usize, bins: &Bins, y: &[f32], params: &BoosterParam
         min_rows: (min_child_weight.ceil().max(1.0) as usize).min(n + 1),
         max_depth: params.max_depth,
         inv: (0..=n).map(|c| 1.0 / (c as f64 + lambda)).collect(),
-        scan4: avx2 && w.nv().is_multiple_of(2) && w.nv() <= 2 * SCAN4_MAX_V,
+        scan4: simd >= Simd::Avx2 && w.nv().is_multiple_of(2) && w.nv() <= 2 * SCAN4_MAX_V,
         #[cfg(target_arch = "x86_64")]
-        gains512: avx2 && w.nv().is_multiple_of(2) && std::arch::is_x86_feature_detected!("avx512f"),
+        scan512: simd >= Simd::Avx512 && w.nv().is_multiple_of(4) && w.nv() <= 2 * SCAN4_MAX_V,
+        #[cfg(target_arch = "x86_64")]
+        gains512: simd >= Simd::Avx512 && w.nv().is_multiple_of(2),
         #[cfg(target_arch = "x86_64")]
         part512: part512_available(n),
     };
@@ -964,7 +982,13 @@ fn find_split<W: Width>(
                 // SAFETY: the CPU has AVX2 (`scan4`); rows hold row indices below n under
                 // `mask`, grad has n rows of os = 4 * (nv / 2) lanes, and a block has at most
                 // BLOCK candidates.
-                k = unsafe { scan4::scan(w, rows, grad, cols, n_left, block as u32, left, mask) };
+                k = if ctx.scan512 {
+                    // SAFETY: as above, and the CPU has AVX-512F with rows a multiple of eight
+                    // lanes wide (`scan512`).
+                    unsafe { scan4::scan512(w, rows, grad, cols, n_left, block as u32, left, mask) }
+                } else {
+                    unsafe { scan4::scan(w, rows, grad, cols, n_left, block as u32, left, mask) }
+                };
             }
             if !ctx.scan4 {
                 for (i, pair) in rows.windows(2).enumerate() {
@@ -1127,6 +1151,66 @@ mod scan4 {
         for (v, a) in acc.iter().enumerate().take(nv4) {
             // SAFETY: as above.
             unsafe { _mm256_storeu_pd(lanes.as_mut_ptr().add(4 * v), *a) };
+        }
+        for (v, l) in left.iter_mut().enumerate() {
+            *l = F2::load(&lanes[2 * v..]);
+        }
+        k
+    }
+
+    /// [`scan`] eight lanes per instruction, for rows a multiple of eight wide: the same
+    /// lanes summed in the same order, so the same bits, with half the adds, stores and
+    /// conversions per row (the walk is bound by their issue, not only by the add chain).
+    ///
+    /// # Safety
+    /// As [`scan`], the CPU supports AVX-512F, and `w.nv()` is a multiple of four.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn scan512<W: Width>(
+        w: W,
+        rows: &[u32],
+        grad: &[f32],
+        cols: &mut [f64],
+        n_left: &mut [u32],
+        first: u32,
+        left: &mut [F2],
+        mask: u32,
+    ) -> usize {
+        use std::arch::x86_64::{__m512d, _mm512_add_pd, _mm512_cvtps_pd, _mm512_loadu_pd, _mm512_storeu_pd};
+        use std::arch::x86_64::{_mm256_loadu_ps, _mm512_setzero_pd};
+        let nv8 = w.nv() / 4;
+        let os = 8 * nv8;
+        debug_assert!(w.nv().is_multiple_of(4) && nv8 <= MAX_V / 2 && rows.len() <= BLOCK + 1);
+        debug_assert!(cols.len() >= BLOCK * os && n_left.len() >= BLOCK);
+        let mut acc: [__m512d; MAX_V / 2] = [_mm512_setzero_pd(); MAX_V / 2];
+        let mut lanes = [0.0f64; 4 * MAX_V];
+        for (v, l) in left.iter().enumerate() {
+            l.store(&mut lanes[2 * v..]);
+        }
+        for (v, a) in acc.iter_mut().enumerate().take(nv8) {
+            // SAFETY: lanes holds 4 * MAX_V values.
+            *a = unsafe { _mm512_loadu_pd(lanes.as_ptr().add(8 * v)) };
+        }
+        let (g0, c0, n0) = (grad.as_ptr(), cols.as_mut_ptr(), n_left.as_mut_ptr());
+        let mut k = 0usize;
+        for i in 0..rows.len().saturating_sub(1) {
+            // SAFETY: the bounds are the caller's contract above.
+            unsafe {
+                let e = *rows.get_unchecked(i);
+                let g = g0.add((e & mask) as usize * os);
+                let slot = k & (BLOCK - 1);
+                let out = c0.add(slot * os);
+                for (v, a) in acc.iter_mut().enumerate().take(nv8) {
+                    *a = _mm512_add_pd(*a, _mm512_cvtps_pd(_mm256_loadu_ps(g.add(8 * v))));
+                    _mm512_storeu_pd(out.add(8 * v), *a);
+                }
+                *n0.add(slot) = first + i as u32 + 1;
+                k += usize::from((*rows.get_unchecked(i + 1) ^ e) > mask);
+            }
+        }
+        for (v, a) in acc.iter().enumerate().take(nv8) {
+            // SAFETY: as above.
+            unsafe { _mm512_storeu_pd(lanes.as_mut_ptr().add(8 * v), *a) };
         }
         for (v, l) in left.iter_mut().enumerate() {
             *l = F2::load(&lanes[2 * v..]);
@@ -1621,7 +1705,7 @@ mod tests {
     #[test]
     fn avx2_gains_have_the_portable_bits() {
         #[cfg(target_arch = "x86_64")]
-        if avx2_available() {
+        if Simd::detect() >= Simd::Avx2 {
             // Random left sums of mixed magnitudes, where any change of operation order
             // would show in the last bits of some of the 250 losses.
             let m = 3 * BLOCK + 7;
@@ -1823,9 +1907,9 @@ mod tests {
         let run = |fixed: bool| {
             let mut pred: Vec<f32> = fit_predict(&x, n, p, &y, o, &BoosterParams::new(3, 0));
             if fixed {
-                boost(Fixed::<3>, o, &bins, &y, &params, false, &mut pred);
+                boost(Fixed::<3>, o, &bins, &y, &params, Simd::Portable, &mut pred);
             } else {
-                boost(Dyn(3), o, &bins, &y, &params, false, &mut pred);
+                boost(Dyn(3), o, &bins, &y, &params, Simd::Portable, &mut pred);
             }
             pred
         };
@@ -1835,28 +1919,31 @@ mod tests {
     }
 
     #[test]
-    fn tree_avx2_kernels_give_the_portable_bits() {
-        if !avx2_available() {
-            return; // nothing to compare on this CPU
-        }
+    fn tree_vector_kernels_give_the_portable_bits() {
+        // Every kernel level the CPU has, on widths taking each scan: four lanes (o = 3),
+        // eight (o = 6, 8: the AVX-512 scan where present) and twelve (o = 9: the AVX2 scan).
+        let levels: Vec<Simd> = [Simd::Avx2, Simd::Avx512].into_iter().filter(|&l| l <= Simd::detect()).collect();
         let (n, p) = (700, 9);
         let x = normals(n * p, 81);
         let bins = Bins::new(&x, n, p, 256);
         for o in [3usize, 6, 8, 9] {
             let y = normals(n * o, 82 + o as u64);
             let params = BoosterParams::new(4, 3);
-            let run = |avx2: bool| {
+            let run = |simd: Simd| {
                 let mut pred: Vec<f32> = fit_predict(&x, n, p, &y, o, &BoosterParams::new(4, 0));
                 match o {
-                    3 => boost(Fixed::<2>, o, &bins, &y, &params, avx2, &mut pred),
-                    9 => boost(Fixed::<6>, o, &bins, &y, &params, avx2, &mut pred),
-                    _ => boost(Fixed::<4>, o, &bins, &y, &params, avx2, &mut pred),
+                    3 => boost(Fixed::<2>, o, &bins, &y, &params, simd, &mut pred),
+                    9 => boost(Fixed::<6>, o, &bins, &y, &params, simd, &mut pred),
+                    _ => boost(Fixed::<4>, o, &bins, &y, &params, simd, &mut pred),
                 }
                 pred
             };
-            let (a, b) = (run(true), run(false));
-            assert!(a.iter().zip(&b).all(|(u, v)| u.to_bits() == v.to_bits()), "o = {o}");
-            assert!(distinct_rows(&a, o) > 8, "o = {o}: the trees split");
+            let want = run(Simd::Portable);
+            assert!(distinct_rows(&want, o) > 8, "o = {o}: the trees split");
+            for &level in &levels {
+                let got = run(level);
+                assert!(got.iter().zip(&want).all(|(u, v)| u.to_bits() == v.to_bits()), "o = {o}, {level:?}");
+            }
         }
     }
 
