@@ -1092,131 +1092,97 @@ const SCAN4_MAX_V: usize = 4;
 mod scan4 {
     use super::{BLOCK, F2, SCAN4_MAX_V as MAX_V, Width};
     use std::arch::x86_64::{
-        __m128i, __m256d, _mm_loadu_ps, _mm_loadu_si128, _mm_set1_epi32, _mm_sub_epi32, _mm256_add_pd, _mm256_cvtps_pd,
-        _mm256_i32gather_pd, _mm256_loadu_pd, _mm256_mul_pd, _mm256_permute2f128_pd, _mm256_set1_pd, _mm256_setzero_pd,
-        _mm256_storeu_pd, _mm256_sub_pd, _mm256_unpackhi_pd, _mm256_unpacklo_pd,
+        __m128i, __m256d, __m512d, _mm_loadu_ps, _mm_loadu_si128, _mm_set1_epi32, _mm_sub_epi32, _mm256_add_pd,
+        _mm256_cvtps_pd, _mm256_i32gather_pd, _mm256_loadu_pd, _mm256_loadu_ps, _mm256_mul_pd, _mm256_permute2f128_pd,
+        _mm256_set1_pd, _mm256_setzero_pd, _mm256_storeu_pd, _mm256_sub_pd, _mm256_unpackhi_pd, _mm256_unpacklo_pd,
+        _mm512_add_pd, _mm512_cvtps_pd, _mm512_loadu_pd, _mm512_setzero_pd, _mm512_storeu_pd,
     };
 
-    /// Walks `rows` (entries of one block plus the next row, or the segment's last row),
-    /// carrying the running left sum `left` (nv two-lane vectors, nv even), and records it with
-    /// the row count at every bin boundary, as the portable loop does. Returns the number of
-    /// boundaries.
-    ///
-    /// # Safety
-    /// The CPU supports AVX2; `w.nv()` is even and at most `2 * MAX_V`; every entry's row
-    /// (`e & mask`) is below `grad.len() / (2 * w.nv())`; `cols` holds `BLOCK * 2 * w.nv()`
-    /// values, `n_left` BLOCK, and `rows` at most BLOCK + 1 entries.
-    #[target_feature(enable = "avx2")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn scan<W: Width>(
-        w: W,
-        rows: &[u32],
-        grad: &[f32],
-        cols: &mut [f64],
-        n_left: &mut [u32],
-        first: u32,
-        left: &mut [F2],
-        mask: u32,
-    ) -> usize {
-        let nv4 = w.nv() / 2;
-        let os = 4 * nv4;
-        debug_assert!(w.nv().is_multiple_of(2) && nv4 <= MAX_V && rows.len() <= BLOCK + 1);
-        debug_assert!(cols.len() >= BLOCK * os && n_left.len() >= BLOCK);
-        let mut acc = [_mm256_setzero_pd(); MAX_V];
-        let mut lanes = [0.0f64; 4 * MAX_V];
-        for (v, l) in left.iter().enumerate() {
-            l.store(&mut lanes[2 * v..]);
-        }
-        for (v, a) in acc.iter_mut().enumerate().take(nv4) {
-            // SAFETY: lanes holds 4 * MAX_V values.
-            *a = unsafe { _mm256_loadu_pd(lanes.as_ptr().add(4 * v)) };
-        }
-        let (g0, c0, n0) = (grad.as_ptr(), cols.as_mut_ptr(), n_left.as_mut_ptr());
-        let mut k = 0usize;
-        for i in 0..rows.len().saturating_sub(1) {
-            // SAFETY: the bounds are the caller's contract above.
-            unsafe {
-                let e = *rows.get_unchecked(i);
-                let g = g0.add((e & mask) as usize * os);
-                let slot = k & (BLOCK - 1);
-                let out = c0.add(slot * os);
-                for (v, a) in acc.iter_mut().enumerate().take(nv4) {
-                    *a = _mm256_add_pd(*a, _mm256_cvtps_pd(_mm_loadu_ps(g.add(4 * v))));
-                    _mm256_storeu_pd(out.add(4 * v), *a);
+    /// The row walk, written once for both register widths: `$lanes` f64 lanes per vector
+    /// `$vec`, loaded from `$lanes` f32 gradients by `$load_ps` and widened by `$cvt`.
+    macro_rules! row_scan {
+        ($(#[$doc:meta])* $name:ident, $feature:literal, $vec:ty, $lanes:literal,
+         $zero:ident, $load_pd:ident, $store_pd:ident, $add:ident, $cvt:ident, $load_ps:ident) => {
+            $(#[$doc])*
+            #[target_feature(enable = $feature)]
+            #[allow(clippy::too_many_arguments)]
+            pub unsafe fn $name<W: Width>(
+                w: W,
+                rows: &[u32],
+                grad: &[f32],
+                cols: &mut [f64],
+                n_left: &mut [u32],
+                first: u32,
+                left: &mut [F2],
+                mask: u32,
+            ) -> usize {
+                const PER: usize = $lanes / 2; // two-lane vectors per register
+                let nr = w.nv() / PER;
+                let os = $lanes * nr;
+                debug_assert!(w.nv().is_multiple_of(PER) && os <= 4 * MAX_V && rows.len() <= BLOCK + 1);
+                debug_assert!(cols.len() >= BLOCK * os && n_left.len() >= BLOCK);
+                let mut acc: [$vec; 4 * MAX_V / $lanes] = [$zero(); 4 * MAX_V / $lanes];
+                let mut lanes = [0.0f64; 4 * MAX_V];
+                for (v, l) in left.iter().enumerate() {
+                    l.store(&mut lanes[2 * v..]);
                 }
-                *n0.add(slot) = first + i as u32 + 1;
-                k += usize::from((*rows.get_unchecked(i + 1) ^ e) > mask);
+                for (v, a) in acc.iter_mut().enumerate().take(nr) {
+                    // SAFETY: lanes holds 4 * MAX_V values.
+                    *a = unsafe { $load_pd(lanes.as_ptr().add($lanes * v)) };
+                }
+                let (g0, c0, n0) = (grad.as_ptr(), cols.as_mut_ptr(), n_left.as_mut_ptr());
+                let mut k = 0usize;
+                for i in 0..rows.len().saturating_sub(1) {
+                    // SAFETY: the bounds are the caller's contract.
+                    unsafe {
+                        let e = *rows.get_unchecked(i);
+                        let g = g0.add((e & mask) as usize * os);
+                        let slot = k & (BLOCK - 1);
+                        let out = c0.add(slot * os);
+                        for (v, a) in acc.iter_mut().enumerate().take(nr) {
+                            *a = $add(*a, $cvt($load_ps(g.add($lanes * v))));
+                            $store_pd(out.add($lanes * v), *a);
+                        }
+                        *n0.add(slot) = first + i as u32 + 1;
+                        k += usize::from((*rows.get_unchecked(i + 1) ^ e) > mask);
+                    }
+                }
+                for (v, a) in acc.iter().enumerate().take(nr) {
+                    // SAFETY: as above.
+                    unsafe { $store_pd(lanes.as_mut_ptr().add($lanes * v), *a) };
+                }
+                for (v, l) in left.iter_mut().enumerate() {
+                    *l = F2::load(&lanes[2 * v..]);
+                }
+                k
             }
-        }
-        for (v, a) in acc.iter().enumerate().take(nv4) {
-            // SAFETY: as above.
-            unsafe { _mm256_storeu_pd(lanes.as_mut_ptr().add(4 * v), *a) };
-        }
-        for (v, l) in left.iter_mut().enumerate() {
-            *l = F2::load(&lanes[2 * v..]);
-        }
-        k
+        };
     }
 
-    /// [`scan`] eight lanes per instruction, for rows a multiple of eight wide: the same
-    /// lanes summed in the same order, so the same bits, with half the adds, stores and
-    /// conversions per row (the walk is bound by their issue, not only by the add chain).
-    ///
-    /// # Safety
-    /// As [`scan`], the CPU supports AVX-512F, and `w.nv()` is a multiple of four.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn scan512<W: Width>(
-        w: W,
-        rows: &[u32],
-        grad: &[f32],
-        cols: &mut [f64],
-        n_left: &mut [u32],
-        first: u32,
-        left: &mut [F2],
-        mask: u32,
-    ) -> usize {
-        use std::arch::x86_64::{__m512d, _mm512_add_pd, _mm512_cvtps_pd, _mm512_loadu_pd, _mm512_storeu_pd};
-        use std::arch::x86_64::{_mm256_loadu_ps, _mm512_setzero_pd};
-        let nv8 = w.nv() / 4;
-        let os = 8 * nv8;
-        debug_assert!(w.nv().is_multiple_of(4) && nv8 <= MAX_V / 2 && rows.len() <= BLOCK + 1);
-        debug_assert!(cols.len() >= BLOCK * os && n_left.len() >= BLOCK);
-        let mut acc: [__m512d; MAX_V / 2] = [_mm512_setzero_pd(); MAX_V / 2];
-        let mut lanes = [0.0f64; 4 * MAX_V];
-        for (v, l) in left.iter().enumerate() {
-            l.store(&mut lanes[2 * v..]);
-        }
-        for (v, a) in acc.iter_mut().enumerate().take(nv8) {
-            // SAFETY: lanes holds 4 * MAX_V values.
-            *a = unsafe { _mm512_loadu_pd(lanes.as_ptr().add(8 * v)) };
-        }
-        let (g0, c0, n0) = (grad.as_ptr(), cols.as_mut_ptr(), n_left.as_mut_ptr());
-        let mut k = 0usize;
-        for i in 0..rows.len().saturating_sub(1) {
-            // SAFETY: the bounds are the caller's contract above.
-            unsafe {
-                let e = *rows.get_unchecked(i);
-                let g = g0.add((e & mask) as usize * os);
-                let slot = k & (BLOCK - 1);
-                let out = c0.add(slot * os);
-                for (v, a) in acc.iter_mut().enumerate().take(nv8) {
-                    *a = _mm512_add_pd(*a, _mm512_cvtps_pd(_mm256_loadu_ps(g.add(8 * v))));
-                    _mm512_storeu_pd(out.add(8 * v), *a);
-                }
-                *n0.add(slot) = first + i as u32 + 1;
-                k += usize::from((*rows.get_unchecked(i + 1) ^ e) > mask);
-            }
-        }
-        for (v, a) in acc.iter().enumerate().take(nv8) {
-            // SAFETY: as above.
-            unsafe { _mm512_storeu_pd(lanes.as_mut_ptr().add(8 * v), *a) };
-        }
-        for (v, l) in left.iter_mut().enumerate() {
-            *l = F2::load(&lanes[2 * v..]);
-        }
-        k
-    }
+    row_scan!(
+        /// Walks `rows` (entries of one block plus the next row, or the segment's last row),
+        /// carrying the running left sum `left` (nv two-lane vectors, nv even), and records it
+        /// with the row count at every bin boundary, as the portable loop does. Returns the
+        /// number of boundaries.
+        ///
+        /// # Safety
+        /// The CPU supports AVX2; `w.nv()` is even and at most `2 * MAX_V`; every entry's row
+        /// (`e & mask`) is below `grad.len() / (2 * w.nv())`; `cols` holds `BLOCK * 2 * w.nv()`
+        /// values, `n_left` BLOCK, and `rows` at most BLOCK + 1 entries.
+        scan, "avx2", __m256d, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_add_pd,
+        _mm256_cvtps_pd, _mm_loadu_ps
+    );
+
+    row_scan!(
+        /// [`scan`] eight lanes per instruction, for rows a multiple of eight wide: the same
+        /// lanes summed in the same order, so the same bits, with half the adds, stores and
+        /// conversions per row (the walk is bound by their issue, not only by the add chain).
+        ///
+        /// # Safety
+        /// As [`scan`], the CPU supports AVX-512F, and `w.nv()` is a multiple of four.
+        scan512, "avx512f", __m512d, 8, _mm512_setzero_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_add_pd,
+        _mm512_cvtps_pd, _mm256_loadu_ps
+    );
 
     /// Pass 2 of `find_split` (the loss change of candidates `t0..t1`) four candidates at a
     /// time, one per lane: four candidate rows are transposed in blocks of four lanes, and
