@@ -336,11 +336,12 @@ class ShardDataset(RankPositions, IterableDataset):
         for shard, lo, hi, r, fast in parts:
             if fast is not None and not self._decode(shard, lo, hi, *fast, X, y, b):
                 return None
+            xs, ys = (r.column("x"), r.column("y")) if fast is None else (None, None)
             for i in range(r.num_rows):
                 if fast is None:
                     n, k = int(seq_lens[b]), int(d[b])
-                    X[b, :n, :k] = r.column("x")[i].values.to_numpy(zero_copy_only=False).reshape(n, k)
-                    y[b, :n] = r.column("y")[i].values.to_numpy(zero_copy_only=False)
+                    X[b, :n, :k] = xs[i].values.to_numpy(zero_copy_only=False).reshape(n, k)
+                    y[b, :n] = ys[i].values.to_numpy(zero_copy_only=False)
                 if return_meta:
                     m = json.loads(r.column("meta")[i].as_py())
                     lineage = r.column("lineage")[i].as_py()

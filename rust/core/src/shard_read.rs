@@ -75,6 +75,7 @@ pub fn read_lists(
     if let Some(i) = (skip..skip + count).find(|&i| rows[i] > target.t_max || cols[i] > target.f_max) {
         return Err(format!("list {i} is {} x {}, larger than a slot", rows[i], cols[i]));
     }
+    let size = file.metadata().map_err(|e| format!("cannot stat the file: {e}"))?.len();
     let mut first = 0;
     for (c, (chunk, &n)) in chunks.iter().zip(lists_per_chunk).enumerate() {
         let (lo, hi) = (first, first + n);
@@ -83,7 +84,7 @@ pub fn read_lists(
         if want_lo >= want_hi {
             continue;
         }
-        read_chunk(file, chunk, &rows[lo..hi], &cols[lo..hi], |values, offsets| {
+        read_chunk(file, size, chunk, &rows[lo..hi], &cols[lo..hi], |values, offsets| {
             for i in want_lo..want_hi {
                 let (r, k) = (rows[i], cols[i]);
                 let start = slot + (i - skip);
@@ -102,10 +103,11 @@ pub fn read_lists(
     Ok(())
 }
 
-/// Reads, verifies and decodes one chunk whose lists have the given shapes, and hands `then`
-/// the PLAIN value bytes and each list's byte offset in them.
+/// Reads, verifies and decodes one chunk of `file` (`size` bytes) whose lists have the given
+/// shapes, and hands `then` the PLAIN value bytes and each list's byte offset in them.
 fn read_chunk(
     file: &std::fs::File,
+    size: u64,
     chunk: &ChunkRange,
     rows: &[usize],
     cols: &[usize],
@@ -113,7 +115,6 @@ fn read_chunk(
 ) -> Result<(), String> {
     // The range comes from the footer, which no checksum covers: check it against the file
     // before allocating it.
-    let size = file.metadata().map_err(|e| format!("cannot stat the file: {e}"))?.len();
     if chunk.offset.checked_add(chunk.len).is_none_or(|end| end > size) {
         return Err(format!(
             "the column chunk at byte {} ({} bytes) runs past the end of the file ({size} bytes; truncated)",

@@ -1086,8 +1086,9 @@ fn gains<W: Width>(
 /// Widest rows (in four-lane vectors) the AVX2 row scan keeps in registers.
 const SCAN4_MAX_V: usize = 4;
 
-/// The AVX2 row scan of the split search (pass 1 of `find_split`), four gradient lanes per
-/// instruction instead of two.
+/// The vector kernels of the split search: the row scan (pass 1 of `find_split`) four
+/// gradient lanes per instruction with AVX2 or eight with AVX-512 instead of two, and the
+/// split gains (pass 2) four or eight candidates at a time.
 #[cfg(target_arch = "x86_64")]
 mod scan4 {
     use super::{BLOCK, F2, SCAN4_MAX_V as MAX_V, Width};
