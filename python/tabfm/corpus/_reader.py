@@ -257,12 +257,13 @@ class ShardDataset(RankPositions, IterableDataset):
             return None
         return table if whole else table.slice(lo - starts[groups.start], hi - lo)
 
-    def _decode(self, shard: int, lo: int, hi: int, entry, groups_table, X, y, slot: int) -> bool:
+    def _decode(
+        self, shard: int, lo: int, hi: int, entry, groups: range, groups_table, X, y, slot: int
+    ) -> bool:
         """Decodes datasets [lo, hi) of a tabfm-written shard's x and y columns into slots
-        ``slot ..`` of X and y (page checksums verified); ``groups_table`` holds the seq_len
-        and d of the row groups read. False when the shard is corrupt and skipped."""
+        ``slot ..`` of X and y (page checksums verified); ``groups`` are the row groups holding
+        them, ``groups_table`` their seq_len and d. False when the shard is corrupt and skipped."""
         _, starts, file, chunks = entry
-        groups = _row_groups(starts, lo, hi)
         counts = [starts[g + 1] - starts[g] for g in groups]
         skip = lo - starts[groups.start]
         name = "seq_len, d"
@@ -315,9 +316,9 @@ class ShardDataset(RankPositions, IterableDataset):
                     groups_table = self._rows(shard, lo, hi, columns, whole=True)
                     if groups_table is None:
                         return None
-                    first = _row_groups(entry[1], lo, hi).start
-                    table = groups_table.slice(lo - entry[1][first], hi - lo)
-                    parts.append((shard, lo, hi, table, (entry, groups_table)))
+                    groups = _row_groups(entry[1], lo, hi)
+                    table = groups_table.slice(lo - entry[1][groups.start], hi - lo)
+                    parts.append((shard, lo, hi, table, (entry, groups, groups_table)))
                 else:
                     table = self._rows(shard, lo, hi)
                     if table is None:
