@@ -173,10 +173,13 @@ def memory_line(data: dict[str, Any]) -> str:
     for b in data.get("benchmarks", []):
         info = b.get("extra_info", {})
         if "peak_rss_mb" in info:
+            split = ""
+            if "import_file_mb" in info:  # older result files lack the split
+                split = f": {info['import_anon_mb']:.0f} anonymous, {info['import_file_mb']:.0f} file pages"
             return (
                 f"Peak RSS drawing {info['batches']} batches of {info['batch_size']} "
                 f"({info['prior']}, {info['threads']} threads, fresh process): "
-                f"{info['peak_rss_mb']:.0f} MiB (after import {info['import_rss_mb']:.0f} MiB, "
+                f"{info['peak_rss_mb']:.0f} MiB (after import {info['import_rss_mb']:.0f} MiB{split}, "
                 f"X {info['x_per_batch_mb']:.0f} MiB per batch; limit 1 GB)."
             )
     return "Peak RSS: not measured."
