@@ -158,8 +158,8 @@ def test_peak_rss_batch512(benchmark):
             "batches": 2,
             "peak_rss_mb": r["peak_rss"] / mb,
             "import_rss_mb": r["import_rss"] / mb,
-            # What the import leaves resident, by kind: on Linux most of a CUDA build of torch
-            # is file pages of its shared libraries, mapped at import even without a GPU.
+            # What the import leaves resident, by kind: on Linux half or more of a CUDA build of
+            # torch's is file pages of its shared libraries, mapped at import even without a GPU.
             "import_anon_mb": r["import_anon"] / mb,
             "import_file_mb": r["import_file"] / mb,
             "x_per_batch_mb": r["x_bytes"] / mb,
