@@ -1,6 +1,15 @@
 //! Branch-free float32 `exp` and the activations built on it, so activation loops vectorise
 //! (a libm call per element blocks that). Accuracy is within a few ulp of the correctly
 //! rounded result; the tests below check it against float64 over the whole range.
+//! Also a finiteness test over a slice that vectorises.
+
+/// Whether no value is infinite or NaN: a full pass without an early exit, which the
+/// compiler vectorises (the values are almost always finite, so an early exit rarely pays;
+/// one that tests every value on its own ran at one value per cycle and took 1.5 % of
+/// mlp_scm's time).
+pub fn all_finite(v: &[f32]) -> bool {
+    v.iter().fold(true, |ok, x| ok & x.is_finite())
+}
 
 const LN2_HI: f32 = 0.693_359_4; // ln 2 split so that n * LN2_HI is exact for |n| <= 256
 const LN2_LO: f32 = -2.121_944_4e-4;
@@ -206,6 +215,22 @@ fn cos_of(xd: f64) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_finite_finds_any_non_finite_value() {
+        for len in [0usize, 1, 7, 16, 33, 1000] {
+            let mut v: Vec<f32> = (0..len).map(|i| [f32::MAX, -0.0, 1e-45, -3.5][i % 4]).collect();
+            assert!(all_finite(&v), "len {len}");
+            for at in [0, len / 2, len.saturating_sub(1)].into_iter().filter(|_| len > 0) {
+                for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    let keep = v[at];
+                    v[at] = bad;
+                    assert!(!all_finite(&v), "len {len}: {bad} at {at}");
+                    v[at] = keep;
+                }
+            }
+        }
+    }
 
     fn rel(a: f32, b: f64) -> f64 {
         (f64::from(a) - b).abs() / b.abs().max(1e-30)

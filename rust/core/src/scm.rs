@@ -2,6 +2,7 @@
 
 use crate::activations::Activation;
 use crate::causes::{CauseKind, sample_causes};
+use crate::fastmath::all_finite;
 use crate::hp::ScmHp;
 use crate::linalg::{Blocks, linear_accumulate, linear_accumulate_blocks};
 use crate::rng::Rng;
@@ -20,7 +21,7 @@ pub struct RawDataset {
 
 impl RawDataset {
     pub fn is_finite(&self) -> bool {
-        self.x.iter().all(|v| v.is_finite()) && self.y.iter().all(|v| v.is_finite())
+        all_finite(&self.x) && all_finite(&self.y)
     }
 }
 
@@ -101,12 +102,6 @@ impl Layer {
             _ => linear_accumulate(input, rows, self.fan_in, &self.w, self.fan_out, out),
         }
     }
-}
-
-/// Whether no value is infinite or NaN: a full pass without an early exit (which the
-/// compiler vectorises; inputs are almost always finite, so an early exit rarely pays).
-fn all_finite(v: &[f32]) -> bool {
-    v.iter().fold(true, |ok, x| ok & x.is_finite())
 }
 
 /// Weight init of one (out x in) matrix: block-wise dropout (returning its blocks) or

@@ -182,7 +182,7 @@ fn attempt(
         mechanism_nonlinear_mass: 1.0 - probs[FAMILIES.iter().position(|f| *f == "linear").expect("linear")],
         ..Default::default()
     };
-    let finite = x.iter().all(|v| v.is_finite()) && y.iter().all(|v| v.is_finite());
+    let finite = crate::fastmath::all_finite(&x) && crate::fastmath::all_finite(&y);
     let keep = if finite { non_constant_columns(&x, rows, num_features) } else { Vec::new() };
     let d = keep.len();
     let mut xk: Vec<f32> = Vec::with_capacity(rows * d);
