@@ -83,10 +83,6 @@ impl Mat {
         let std = ss.iter().map(|s| (s / n.max(1) as f64).sqrt()).collect();
         (mean, std)
     }
-
-    pub fn is_finite(&self) -> bool {
-        self.data.iter().all(|v| v.is_finite())
-    }
 }
 
 /// `(x - mean) / (std + 1e-4)` per column.
