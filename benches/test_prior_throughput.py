@@ -88,35 +88,32 @@ def test_prior_throughput(benchmark, batch_log, record_throughput, prior, impl):
 _MEMORY_SCRIPT = r"""
 import json, resource, sys
 
-def maxrss():
-    # Linux: VmHWM, the high-water mark of this process image. Not ru_maxrss: across fork + exec
-    # Linux carries the parent's high-water mark into it (here the pytest process's).
+def status(*keys):
+    # Memory fields of /proc/self/status in bytes (Linux; none elsewhere).
+    out = {}
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return r if sys.platform == "darwin" else r * 1024  # bytes (Linux reports KiB)
-
-def rss_split():
-    # Resident memory by kind: anonymous pages, and file pages (mapped shared libraries).
-    out = {"anon": 0, "file": 0}
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                for key, name in (("RssAnon:", "anon"), ("RssFile:", "file")):
-                    if line.startswith(key):
-                        out[name] = int(line.split()[1]) * 1024
+                key = line.split(":", 1)[0]
+                if key in keys:
+                    out[key] = int(line.split()[1]) * 1024
     except OSError:
         pass
     return out
 
+def maxrss():
+    # Linux: VmHWM, the high-water mark of this process image. Not ru_maxrss: across fork + exec
+    # Linux carries the parent's high-water mark into it (here the pytest process's).
+    hwm = status("VmHWM").get("VmHWM")
+    if hwm is not None:
+        return hwm
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r if sys.platform == "darwin" else r * 1024  # bytes (Linux reports KiB)
+
 from tabfm.prior import PriorDataset
 import_rss = maxrss()
-import_split = rss_split()
+# Resident memory by kind: anonymous pages, and file pages (mapped shared libraries).
+import_split = status("RssAnon", "RssFile")
 ds = PriorDataset(batch_size=512, batch_size_per_gp=4, prior_type="mix_scm", max_features=100,
                   max_seq_len=1024, min_train_size=0.1, max_train_size=0.9, max_classes=10,
                   n_jobs=2, seed=0)
@@ -126,7 +123,7 @@ for index in range(2):
     batch = ds.get_batch(index)  # the previous batch is alive while the next one is generated
     x_bytes = batch[0].numel() * batch[0].element_size()
 print("RESULT " + json.dumps({"peak_rss": maxrss(), "import_rss": import_rss, "x_bytes": x_bytes,
-                              "import_anon": import_split["anon"], "import_file": import_split["file"],
+                              "import_anon": import_split.get("RssAnon", 0), "import_file": import_split.get("RssFile", 0),
                               "datasets": int(batch[2].shape[0]), "mean_d": float(batch[2].float().mean())}))
 """
 
